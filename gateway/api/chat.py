@@ -1,0 +1,104 @@
+"""POST /v1/chat/completions: a video generation in chat-completions clothing."""
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from gateway.api.common import JSONResponse, authenticate, read_json, request_id, services
+from gateway.api.shapes import DONE, PING, ChunkWriter, completion, error_event, usage, video_status
+from gateway.backends.records import JobRecord
+from gateway.core.formats import FORMATS, StreamFormat
+from gateway.core.request import ChatOptions, build_video_request, parse_chat_body, reject_unknown_model
+from gateway.core.service import Generation
+from gateway.errors import APIError
+
+_FAILURE_STATUS = {"upstream_timeout": 504}
+
+
+async def chat_completions(request: Request) -> Response:
+    gw = services(request)
+    principal = await authenticate(request)
+    alias, body = parse_chat_body(await read_json(request, gw.config.server.max_body_bytes), gw.config.models)
+    model = gw.config.models.get(alias)
+    if model is None:
+        raise reject_unknown_model(alias)
+    if not principal.team.may_use(alias):
+        raise APIError(403, f"Your team may not use the model '{alias}'. Ask your platform team to allow it.",
+                       code="model_not_allowed", param="model")
+    video_request, options = build_video_request(body, model)
+    generation = await gw.videos.generate(principal, video_request, request_id(request))
+    headers = {"x-cache": generation.cache}
+    fmt = FORMATS[options.stream_format]
+    writer = ChunkWriter("chatcmpl-" + secrets.token_hex(12), int(time.time()), alias)
+    if options.stream:
+        return StreamingResponse(
+            _stream(gw, generation, fmt, options, writer),
+            media_type="text/event-stream",
+            headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"},
+        )
+    record = generation.record if generation.handle is None else await gw.jobs.wait(generation.handle)
+    return JSONResponse(_final_completion(gw, record, fmt, writer), headers=headers)
+
+
+def _final_completion(gw, record: JobRecord, fmt: StreamFormat, writer: ChunkWriter) -> dict:
+    if record.status != "completed":
+        raise _failure(record)
+    expires = gw.signer.expiry()
+    video = video_status(record, gw.signer, expires)
+    reasoning = fmt.progress(100.0) if fmt.status_field == "reasoning_content" else None
+    return completion(writer.completion_id, writer.created, writer.model, fmt.ready(video["url"]), video,
+                      usage(record, record.price), reasoning)
+
+
+def _failure(record: JobRecord) -> APIError:
+    if record.refused:
+        return APIError(400, f"Your request was refused by the video provider's content policy: "
+                             f"{record.error_message}", code="content_policy_violation", param="messages")
+    status = _FAILURE_STATUS.get(record.error_code or "", 502)
+    code = "upstream_timeout" if status == 504 else "upstream_error"
+    return APIError(status, f"The video could not be generated: {record.error_message}", code=code,
+                    type="server_error")
+
+
+async def _stream(gw, generation: Generation, fmt: StreamFormat, options: ChatOptions,
+                  writer: ChunkWriter) -> AsyncIterator[bytes]:
+    record = generation.record
+    expires = gw.signer.expiry()
+    yield writer.chunk({"role": "assistant", "content": ""}, video_status(record, gw.signer, expires))
+    shown: str | None = None
+    changes = generation.handle.changes() if generation.handle else _already_final()
+    async for changed in changes:
+        if not changed:
+            yield PING
+            continue
+        video = video_status(record, gw.signer, expires)
+        if record.status == "completed":
+            yield writer.chunk({"content": fmt.ready(video["url"])}, video)
+            yield writer.chunk({}, video, "stop")
+            if options.include_usage:
+                yield writer.usage_chunk(usage(record, record.price))
+            yield DONE
+            return
+        if record.status == "failed":
+            if record.refused:
+                yield writer.chunk({"content": fmt.refused(record.error_message or "content policy")}, video)
+                yield writer.chunk({}, video, "content_filter")
+                if options.include_usage:
+                    yield writer.usage_chunk(usage(record, 0.0))
+            else:
+                error = _failure(record)
+                yield error_event(error.message, error.code or "upstream_error")
+            yield DONE
+            return
+        text = fmt.queued if record.status in ("queued", "submitting") else fmt.progress(record.progress)
+        if text != shown:
+            shown = text
+            yield writer.chunk({fmt.status_field: text}, video)
+
+
+async def _already_final() -> AsyncIterator[bool]:
+    yield True

@@ -1,0 +1,63 @@
+"""Small helpers every endpoint shares: reading bodies, authenticating, JSON responses."""
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.core.auth import Principal
+from gateway.errors import APIError
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def services(request: Request):
+    return request.app.state.gateway
+
+
+def request_id(request: Request) -> str:
+    return request.scope.get("state", {}).get("request_id", "")
+
+
+async def authenticate(request: Request) -> Principal:
+    return await services(request).auth.team_key(request.headers.get("authorization"))
+
+
+def require_admin(request: Request) -> None:
+    if not services(request).auth.is_admin(request.headers.get("authorization")):
+        raise APIError(401, "This endpoint needs an admin key: send 'Authorization: Bearer <admin key>'.",
+                       code="invalid_api_key")
+
+
+def too_large(limit: int) -> APIError:
+    return APIError(413, f"Request body is larger than the {limit} bytes this gateway accepts; send a smaller"
+                         " image or a URL instead of inline data.", code="request_too_large")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise too_large(limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    body = await read_body(request, limit)
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise APIError(400, f"We could not parse the JSON body of your request ({exc}). Send valid JSON.",
+                       code="invalid_json") from None

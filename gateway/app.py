@@ -1,0 +1,122 @@
+"""The app factory: all wiring happens here, once, and is passed down."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.api import chat, models, videos
+from gateway.api.common import JSONResponse, services
+from gateway.api.errors import api_error_handler, error_response, http_exception_handler
+from gateway.api.middleware import RequestIdMiddleware
+from gateway.backends.sqlite import SQLiteDatabase
+from gateway.backends.store import LocalVideoStore
+from gateway.config import Config, UpstreamConfig
+from gateway.core.auth import Authenticator
+from gateway.core.images import ImageLimits
+from gateway.core.jobs import JobManager
+from gateway.core.service import VideoService
+from gateway.core.signing import LinkSigner
+from gateway.errors import APIError
+from gateway.upstreams.base import Upstream
+from gateway.upstreams.keypool import KeyPool
+from gateway.upstreams.videos import VideosUpstream
+
+log = logging.getLogger("gateway")
+
+
+def build_upstream(config: UpstreamConfig) -> Upstream:
+    if config.kind == "chat":
+        from gateway.upstreams.chat import ChatRelayUpstream
+
+        return ChatRelayUpstream(config.name, config.base_url, timeout_s=config.timeout_s)
+    return VideosUpstream(config.name, config.base_url, timeout_s=config.timeout_s,
+                          poll_interval_s=config.poll_interval_s)
+
+
+class Gateway:
+    """Every long-lived part of one gateway process."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.started = int(time.time())
+        if config.storage.sqlite_path is None:
+            raise NotImplementedError("storage.database: only sqlite:/// is supported by this build")
+        self.db = SQLiteDatabase(config.storage.sqlite_path)
+        self.store = LocalVideoStore(config.storage.videos_dir)
+        self.signer = LinkSigner(config.server.signing_secret, config.server.public_url, config.server.link_ttl_s)
+        self.auth = Authenticator(config, self.db)
+        self.upstreams = {u.name: build_upstream(u) for u in config.upstreams}
+        self.pools = {u.name: KeyPool.from_secrets(u.name, u.keys, u.max_concurrent_per_key)
+                      for u in config.upstreams}
+        self.jobs = JobManager(config, self.db, self.store, self.upstreams, self.pools)
+        limits = ImageLimits(max_bytes=config.server.image_max_bytes, timeout_s=config.server.image_timeout_s)
+        self.videos = VideoService(self.jobs, limits)
+
+    async def start(self) -> None:
+        await self.jobs.start()
+
+    async def stop(self) -> None:
+        await self.jobs.stop()
+        for upstream in self.upstreams.values():
+            await upstream.aclose()
+        await self.db.close()
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    gw = services(request)
+    checks = {"database": False, "store": gw.store.writable()}
+    try:
+        checks["database"] = await gw.db.ping()
+    except Exception:  # noqa: BLE001 - any failure means not ready
+        checks["database"] = False
+    ok = all(checks.values())
+    return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
+
+
+async def _unhandled(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error", extra={"path": request.url.path})
+    return error_response(APIError(500, "The gateway hit an internal error; the request id in x-request-id"
+                                        " identifies it in the logs.", code="internal_error"))
+
+
+def create_app(config: Config) -> Starlette:
+    gateway = Gateway(config)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.stop()
+
+    routes = [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/v1/models", models.list_models),
+        Route("/v1/models/{model_id:path}", models.retrieve_model),
+        Route("/v1/chat/completions", chat.chat_completions, methods=["POST"]),
+        Route("/v1/videos/{video_id}", videos.retrieve_video, methods=["GET"]),
+        Route("/v1/videos/{video_id}/content", videos.video_content, methods=["GET", "HEAD"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={APIError: api_error_handler, HTTPException: http_exception_handler,
+                            Exception: _unhandled},
+    )
+    app.state.gateway = gateway
+    app.add_middleware(RequestIdMiddleware)
+    return app

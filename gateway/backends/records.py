@@ -1,0 +1,72 @@
+"""Plain records that cross the storage interface, whichever backend holds them."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+ACTIVE_STATES = ("submitting", "queued", "in_progress")
+
+
+@dataclass(slots=True)
+class JobRecord:
+    id: str
+    team: str
+    key_id: str
+    model: str
+    upstream_model: str
+    prompt: str
+    size: str
+    seconds: int
+    created_at: float
+    status: str = "submitting"  # submitting | queued | in_progress | completed | failed
+    progress: float = 0.0
+    upstream: str = ""
+    upstream_key: str = ""  # the key's label, never its value
+    upstream_job_id: str = ""
+    error_code: str | None = None
+    error_message: str | None = None
+    refused: bool = False
+    completed_at: float | None = None
+    cache_key: str | None = None
+    remixed_from: str | None = None
+    request_id: str = ""
+    user: str | None = None
+    price: float = 0.0
+    has_thumbnail: bool = False
+    deleted: bool = False
+
+    @classmethod
+    def columns(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    def values(self) -> tuple:
+        return tuple(getattr(self, name) for name in self.columns())
+
+
+@dataclass(slots=True)
+class KeyRecord:
+    id: str
+    team: str
+    name: str
+    hash: str = field(repr=False)
+    created_at: float
+    expires_at: float | None = None
+    revoked_at: float | None = None
+    last_used_at: float | None = None
+
+
+@dataclass(slots=True)
+class LedgerRow:
+    request_id: str
+    time: float
+    team: str
+    key_id: str
+    model: str
+    size: str
+    seconds: int
+    outcome: str  # pending | completed | failed | refused | rejected | cache_hit
+    cost_usd: float = 0.0
+    user: str | None = None
+    job_id: str | None = None
+    upstream: str | None = None
+    upstream_key: str | None = None
+    latency_ms: float | None = None

@@ -1,0 +1,189 @@
+"""The embedded database: jobs, team keys and the ledger in one SQLite file (WAL).
+
+Statements are short and run on the event loop's thread: with WAL and synchronous=NORMAL a commit is
+a write to the OS page cache, which survives a killed process, and costs tens of microseconds.
+"""
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from gateway.backends.records import ACTIVE_STATES, JobRecord, KeyRecord, LedgerRow
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY, team TEXT NOT NULL, key_id TEXT NOT NULL, model TEXT NOT NULL,
+    upstream_model TEXT NOT NULL, prompt TEXT NOT NULL, size TEXT NOT NULL, seconds INTEGER NOT NULL,
+    created_at REAL NOT NULL, status TEXT NOT NULL, progress REAL NOT NULL DEFAULT 0,
+    upstream TEXT NOT NULL DEFAULT '', upstream_key TEXT NOT NULL DEFAULT '',
+    upstream_job_id TEXT NOT NULL DEFAULT '', error_code TEXT, error_message TEXT,
+    refused INTEGER NOT NULL DEFAULT 0, completed_at REAL, cache_key TEXT, remixed_from TEXT,
+    request_id TEXT NOT NULL DEFAULT '', user TEXT, price REAL NOT NULL DEFAULT 0,
+    has_thumbnail INTEGER NOT NULL DEFAULT 0, deleted INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_team_created ON jobs (team, created_at);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status);
+CREATE INDEX IF NOT EXISTS jobs_cache_key ON jobs (cache_key);
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY, team TEXT NOT NULL, name TEXT NOT NULL, hash TEXT NOT NULL UNIQUE,
+    created_at REAL NOT NULL, expires_at REAL, revoked_at REAL, last_used_at REAL
+);
+CREATE TABLE IF NOT EXISTS ledger (
+    request_id TEXT PRIMARY KEY, time REAL NOT NULL, team TEXT NOT NULL, key_id TEXT NOT NULL,
+    model TEXT NOT NULL, size TEXT NOT NULL, seconds INTEGER NOT NULL, outcome TEXT NOT NULL,
+    cost_usd REAL NOT NULL DEFAULT 0, user TEXT, job_id TEXT, upstream TEXT, upstream_key TEXT,
+    latency_ms REAL
+);
+CREATE INDEX IF NOT EXISTS ledger_team_time ON ledger (team, time);
+CREATE INDEX IF NOT EXISTS ledger_job ON ledger (job_id);
+"""
+
+_JOB_COLUMNS = JobRecord.columns()
+_BOOL_COLUMNS = {"refused", "has_thumbnail", "deleted"}
+
+
+class SQLiteDatabase:
+    def __init__(self, path: str) -> None:
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.conn.row_factory = sqlite3.Row
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.execute("PRAGMA busy_timeout=5000")
+        self.conn.executescript(SCHEMA)
+
+    async def close(self) -> None:
+        self.conn.close()
+
+    async def ping(self) -> bool:
+        self.conn.execute("SELECT 1").fetchone()
+        return True
+
+    # jobs
+    async def insert_job(self, job: JobRecord) -> None:
+        marks = ", ".join("?" for _ in _JOB_COLUMNS)
+        self.conn.execute(f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) VALUES ({marks})", job.values())
+
+    async def update_job(self, job_id: str, **changes: Any) -> None:
+        assignments = ", ".join(f"{name} = ?" for name in changes)
+        self.conn.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", (*changes.values(), job_id))
+
+    async def get_job(self, job_id: str) -> JobRecord | None:
+        row = self.conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return _job(row) if row else None
+
+    async def active_jobs(self) -> list[JobRecord]:
+        marks = ", ".join("?" for _ in ACTIVE_STATES)
+        rows = self.conn.execute(f"SELECT * FROM jobs WHERE status IN ({marks})", ACTIVE_STATES).fetchall()
+        return [_job(r) for r in rows]
+
+    async def list_jobs(self, team: str, *, after: str | None, limit: int, order: str) -> tuple[list[JobRecord], bool]:
+        """One page of a team's jobs, newest first for `desc`; returns (jobs, has_more)."""
+        op, direction = ("<", "DESC") if order == "desc" else (">", "ASC")
+        params: list[Any] = [team]
+        where = "team = ? AND deleted = 0"
+        if after:
+            anchor = self.conn.execute("SELECT created_at, id FROM jobs WHERE id = ? AND team = ?",
+                                       (after, team)).fetchone()
+            if anchor is None:
+                return [], False
+            where += f" AND (created_at, id) {op} (?, ?)"
+            params += [anchor["created_at"], anchor["id"]]
+        rows = self.conn.execute(
+            f"SELECT * FROM jobs WHERE {where} ORDER BY created_at {direction}, id {direction} LIMIT ?",
+            (*params, limit + 1),
+        ).fetchall()
+        return [_job(r) for r in rows[:limit]], len(rows) > limit
+
+    async def find_cached(self, cache_key: str, since: float) -> JobRecord | None:
+        row = self.conn.execute(
+            "SELECT * FROM jobs WHERE cache_key = ? AND status = 'completed' AND deleted = 0 AND completed_at >= ?"
+            " ORDER BY completed_at DESC LIMIT 1",
+            (cache_key, since),
+        ).fetchone()
+        return _job(row) if row else None
+
+    async def expired_jobs(self, before: float) -> list[JobRecord]:
+        rows = self.conn.execute(
+            "SELECT * FROM jobs WHERE status IN ('completed', 'failed') AND deleted = 0 AND completed_at < ?",
+            (before,),
+        ).fetchall()
+        return [_job(r) for r in rows]
+
+    # keys
+    async def insert_key(self, key: KeyRecord) -> None:
+        self.conn.execute(
+            "INSERT INTO api_keys (id, team, name, hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (key.id, key.team, key.name, key.hash, key.created_at, key.expires_at),
+        )
+
+    async def key_by_hash(self, key_hash: str) -> KeyRecord | None:
+        row = self.conn.execute("SELECT * FROM api_keys WHERE hash = ?", (key_hash,)).fetchone()
+        return KeyRecord(**dict(row)) if row else None
+
+    async def list_keys(self, team: str | None = None) -> list[KeyRecord]:
+        sql, params = "SELECT * FROM api_keys", ()
+        if team:
+            sql, params = sql + " WHERE team = ?", (team,)
+        return [KeyRecord(**dict(r)) for r in self.conn.execute(sql + " ORDER BY created_at", params)]
+
+    async def revoke_key(self, key_id: str) -> bool:
+        cur = self.conn.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                                (time.time(), key_id))
+        return cur.rowcount > 0
+
+    async def touch_keys(self, last_used: dict[str, float]) -> None:
+        self.conn.executemany("UPDATE api_keys SET last_used_at = ? WHERE id = ?",
+                              [(t, k) for k, t in last_used.items()])
+
+    # ledger
+    async def ledger_insert(self, row: LedgerRow) -> None:
+        names = LedgerRow.__slots__
+        marks = ", ".join("?" for _ in names)
+        self.conn.execute(
+            f"INSERT OR REPLACE INTO ledger ({', '.join(names)}) VALUES ({marks})",
+            tuple(getattr(row, n) for n in names),
+        )
+
+    async def ledger_finish(self, request_id: str, outcome: str, cost_usd: float, latency_ms: float | None,
+                            upstream: str | None = None, upstream_key: str | None = None) -> None:
+        self.conn.execute(
+            "UPDATE ledger SET outcome = ?, cost_usd = ?, latency_ms = COALESCE(?, latency_ms),"
+            " upstream = COALESCE(?, upstream), upstream_key = COALESCE(?, upstream_key)"
+            " WHERE request_id = ? AND outcome = 'pending'",
+            (outcome, cost_usd, latency_ms, upstream, upstream_key, request_id),
+        )
+
+    async def ledger_finish_job(self, job_id: str, outcome: str, cost_usd: float, upstream: str | None,
+                                upstream_key: str | None, finished_at: float) -> None:
+        """Close every pending row of a job (its submitter and any joiners' rows stay separate)."""
+        self.conn.execute(
+            "UPDATE ledger SET outcome = ?, cost_usd = ?, upstream = ?, upstream_key = ?,"
+            " latency_ms = (? - time) * 1000 WHERE job_id = ? AND outcome = 'pending'",
+            (outcome, cost_usd, upstream, upstream_key, finished_at, job_id),
+        )
+
+    async def ledger_rows(self, team: str | None, since: float | None, until: float | None) -> list[LedgerRow]:
+        where, params = ["1 = 1"], []
+        if team:
+            where.append("team = ?")
+            params.append(team)
+        if since is not None:
+            where.append("time >= ?")
+            params.append(since)
+        if until is not None:
+            where.append("time < ?")
+            params.append(until)
+        rows = self.conn.execute(f"SELECT * FROM ledger WHERE {' AND '.join(where)} ORDER BY time", params)
+        return [LedgerRow(**dict(r)) for r in rows]
+
+
+def _job(row: sqlite3.Row) -> JobRecord:
+    values = dict(row)
+    for name in _BOOL_COLUMNS:
+        values[name] = bool(values[name])
+    return JobRecord(**values)

@@ -1,0 +1,171 @@
+"""The `sora-gateway` command."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from gateway.config import ConfigError, load_config
+
+DEMO_KEY = "sk-demo-sora-gateway-0000000000000000"
+DEMO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo.toml"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args) or 0
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sora-gateway", description="OpenAI-compatible gateway for Sora-2 videos")
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="run the gateway on the built-in simulated upstream")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--host", default="127.0.0.1")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("serve", help="run the gateway")
+    p.add_argument("--config", required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--workers", type=int, default=1)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("simulator", help="run the simulated upstream alone")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8090)
+    p.add_argument("--kind", choices=["videos", "chat"], default="videos")
+    p.add_argument("--family", choices=["a", "b", "c"], default="a")
+    p.add_argument("--language", choices=["zh", "en"], default="zh")
+    p.add_argument("--duration", type=float, default=8.0, help="seconds a job takes")
+    p.set_defaults(func=cmd_simulator)
+
+    p = sub.add_parser("check-config", help="validate a config and list every problem")
+    p.add_argument("--config", required=True)
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("hash-key", help="print the sha256: entry to put in a team's keys for a key")
+    p.add_argument("key", nargs="?", help="the key (read from standard input when omitted)")
+    p.set_defaults(func=cmd_hash_key)
+    return parser
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"{exc.source}: {len(exc.problems)} problem(s)")
+        for problem in exc.problems:
+            print(f"  {problem}")
+        return 1
+    print(f"{args.config}: ok — {len(config.upstreams)} upstream(s), {len(config.models)} model(s),"
+          f" {len(config.teams)} team(s)")
+    return 0
+
+
+def cmd_hash_key(args: argparse.Namespace) -> int:
+    from gateway.core.auth import hash_key
+
+    key = args.key if args.key is not None else sys.stdin.readline().strip()
+    print(hash_key(key))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    load_config(args.config)  # fail fast, with every problem listed, before starting workers
+    os.environ["SORA_GATEWAY_CONFIG"] = str(Path(args.config).resolve())
+    uvicorn.run("gateway.asgi:app", host=args.host, port=args.port, workers=args.workers, factory=False,
+                log_level="warning", proxy_headers=True, timeout_graceful_shutdown=10)
+    return 0
+
+
+def cmd_simulator(args: argparse.Namespace) -> int:
+    from gateway.simulator.app import SimulatorSettings, run_simulator
+
+    settings = SimulatorSettings(kind=args.kind, family=args.family, language=args.language,
+                                 duration_s=args.duration, public_url=f"http://{args.host}:{args.port}")
+    print(f"simulated {args.kind} upstream on http://{args.host}:{args.port}/v1", flush=True)
+    run_simulator(args.host, args.port, settings)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    asyncio.run(_demo(args.host, args.port))
+    return 0
+
+
+async def _demo(host: str, port: int) -> None:
+    import uvicorn
+
+    from gateway.app import create_app
+    from gateway.simulator.app import SimulatorSettings, create_simulator_app
+
+    sim_port = _free_port(host)
+    data = Path(tempfile.mkdtemp(prefix="sora-gateway-demo-"))
+    env = {**os.environ, "DEMO_DATA": str(data), "DEMO_PUBLIC_URL": f"http://{host}:{port}",
+           "DEMO_UPSTREAM_URL": f"http://{host}:{sim_port}/v1"}
+    config = load_config(DEMO_CONFIG, env=env)
+    simulator = create_simulator_app(SimulatorSettings(kind="videos", duration_s=8.0,
+                                                       public_url=f"http://{host}:{sim_port}"))
+    servers = [
+        uvicorn.Server(uvicorn.Config(simulator, host=host, port=sim_port, log_level="warning")),
+        uvicorn.Server(uvicorn.Config(create_app(config), host=host, port=port, log_level="warning")),
+    ]
+    print(_demo_banner(host, port, data), flush=True)
+    await asyncio.gather(*(s.serve() for s in servers))
+
+
+def _demo_banner(host: str, port: int, data: Path) -> str:
+    base = f"http://{host}:{port}/v1"
+    return f"""
+sora-gateway demo — simulated Sora-2 upstream, nothing leaves this machine
+  base_url : {base}
+  team key : {DEMO_KEY}
+  data     : {data}
+
+Try it (streaming progress, then a link that plays in a browser):
+
+  curl -N {base}/chat/completions \\
+    -H "Authorization: Bearer {DEMO_KEY}" -H "Content-Type: application/json" \\
+    -d '{{"model": "sora-2", "stream": true, "messages": [{{"role": "user", "content": "a red fox in snow"}}]}}'
+
+  python - <<'EOF'
+  from openai import OpenAI
+  client = OpenAI(base_url="{base}", api_key="{DEMO_KEY}")
+  for chunk in client.chat.completions.create(
+          model="sora-2", stream=True, messages=[{{"role": "user", "content": "a red fox in snow"}}]):
+      print(chunk.choices[0].delta.content or "", end="", flush=True)
+  print()
+  EOF
+
+Ctrl-C stops it.
+"""
+
+
+def _free_port(host: str) -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+

@@ -1,0 +1,474 @@
+"""Loading and validating the gateway's TOML config into frozen, typed objects.
+
+Every problem is reported with the dotted path of the key that is wrong, and all problems are
+collected before giving up, so `sora-gateway check-config` can list them line by line.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+UPSTREAM_KINDS = ("videos", "chat")
+STREAM_FORMATS = ("markdown", "zh", "reasoning")
+CACHE_SCOPES = ("team", "global")
+QUOTA_KEYS = (
+    "requests_per_minute",
+    "concurrent_jobs",
+    "videos_per_day",
+    "video_seconds_per_month",
+    "budget_usd_per_month",
+)
+_ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_HASH_PATTERN = re.compile(r"^sha256:[0-9a-f]{64}$")
+_SIZE_PATTERN = re.compile(r"^\d{2,5}x\d{2,5}$")
+
+
+class ConfigError(Exception):
+    """The config is unusable; `problems` holds one `key: what is wrong` line each."""
+
+    def __init__(self, problems: list[str], source: str = "config") -> None:
+        self.problems = problems
+        self.source = source
+        super().__init__(f"{source} is invalid:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    public_url: str = "http://127.0.0.1:8080"
+    signing_secret: str = field(default="", repr=False)
+    admin_keys: tuple[str, ...] = field(default=(), repr=False)
+    max_body_bytes: int = 26_214_400
+    link_ttl_s: int = 86_400
+    ping_interval_s: float = 15.0
+    image_max_bytes: int = 20 * 1024 * 1024
+    image_timeout_s: float = 10.0
+    metrics_public: bool = True
+    log_level: str = "info"
+    log_format: str = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    database: str = "sqlite:///data/gateway.db"
+    redis: str = ""
+    videos_dir: str = "data/videos"
+
+    @property
+    def sqlite_path(self) -> str | None:
+        if self.database.startswith("sqlite:///"):
+            return self.database[len("sqlite:///"):]
+        if self.database == "sqlite://:memory:":
+            return ":memory:"
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    enabled: bool = True
+    ttl_s: int = 86_400
+    scope: str = "team"
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    name: str
+    kind: str
+    base_url: str
+    keys: tuple[str, ...] = field(repr=False)
+    max_concurrent_per_key: int = 3
+    poll_interval_s: float = 5.0
+    timeout_s: float = 30.0
+    job_timeout_s: float = 900.0
+    max_retry_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    name: str
+    upstreams: tuple[str, ...]
+    upstream_model: str
+    size: str = "720x1280"
+    seconds: int = 4
+    sizes: tuple[str, ...] = ("720x1280", "1280x720")
+    seconds_allowed: tuple[int, ...] = (4, 8, 12)
+    price_per_second: float = 0.10
+    stream_format: str = "markdown"
+
+    def price(self, seconds: int) -> float:
+        return round(self.price_per_second * seconds, 6)
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaConfig:
+    requests_per_minute: int | None = None
+    concurrent_jobs: int | None = None
+    videos_per_day: int | None = None
+    video_seconds_per_month: int | None = None
+    budget_usd_per_month: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TeamConfig:
+    name: str
+    keys: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
+    quotas: QuotaConfig = QuotaConfig()
+
+    def may_use(self, model: str) -> bool:
+        return not self.models or model in self.models
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    server: ServerConfig
+    storage: StorageConfig
+    cache: CacheConfig
+    upstreams: tuple[UpstreamConfig, ...]
+    models: Mapping[str, ModelConfig]
+    teams: tuple[TeamConfig, ...]
+    source: str = "config"
+
+    def upstream(self, name: str) -> UpstreamConfig:
+        return next(u for u in self.upstreams if u.name == name)
+
+    def team(self, name: str) -> TeamConfig | None:
+        return next((t for t in self.teams if t.name == name), None)
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+    """Read, substitute `${ENV}` and validate a config file. Raises ConfigError."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError([f"file not found: {path}"], str(path)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"not valid TOML: {exc}"], str(path)) from None
+    return parse_config(raw, env=os.environ if env is None else env, source=str(path))
+
+
+def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, source: str = "config") -> Config:
+    reader = _Reader(env if env is not None else os.environ)
+    config = reader.config(raw, source)
+    if reader.problems:
+        raise ConfigError(reader.problems, source)
+    return config
+
+
+class _Reader:
+    """Walks the raw TOML tree, converting values and collecting every problem with its key path."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def fail(self, key: str, message: str) -> None:
+        self.problems.append(f"{key}: {message}")
+
+    def substitute(self, key: str, value: Any) -> Any:
+        if isinstance(value, str):
+            def replace(match: re.Match[str]) -> str:
+                name = match.group(1)
+                if name not in self.env:
+                    self.fail(key, f"environment variable {name} is not set")
+                    return ""
+                return self.env[name]
+
+            return _ENV_PATTERN.sub(replace, value)
+        if isinstance(value, list):
+            return [self.substitute(f"{key}[{i}]", item) for i, item in enumerate(value)]
+        return value
+
+    def get(
+        self,
+        table: Mapping[str, Any],
+        prefix: str,
+        name: str,
+        kind: type | tuple[type, ...],
+        default: Any,
+        check: Callable[[Any], str | None] | None = None,
+    ) -> Any:
+        key = f"{prefix}.{name}" if prefix else name
+        if name not in table:
+            return default
+        value = self.substitute(key, table[name])
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, bool) and kind is not bool:
+            self.fail(key, f"must be {_kind_name(kind)}, got {value!r}")
+            return default
+        if not isinstance(value, kind):
+            self.fail(key, f"must be {_kind_name(kind)}, got {_show(value)}")
+            return default
+        if check is not None and (problem := check(value)) is not None:
+            self.fail(key, problem)
+            return default
+        return value
+
+    def string_list(self, table: Mapping[str, Any], prefix: str, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+        value = self.get(table, prefix, name, list, None)
+        if value is None:
+            return default
+        key = f"{prefix}.{name}"
+        out = []
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                self.fail(f"{key}[{i}]", f"must be a string, got {_show(item)}")
+            else:
+                out.append(item)
+        return tuple(out)
+
+    def unknown_keys(self, table: Mapping[str, Any], prefix: str, known: tuple[str, ...]) -> None:
+        for name in table:
+            if name not in known:
+                where = f"{prefix}.{name}" if prefix else name
+                self.fail(where, f"unknown key (known keys: {', '.join(known)})")
+
+    def table(self, raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+        value = raw.get(name, {})
+        if not isinstance(value, dict):
+            self.fail(name, f"must be a table, got {_show(value)}")
+            return {}
+        return value
+
+    def config(self, raw: Mapping[str, Any], source: str) -> Config:
+        self.unknown_keys(raw, "", ("server", "storage", "cache", "upstreams", "models", "teams"))
+        server = self.server(self.table(raw, "server"))
+        storage = self.storage(self.table(raw, "storage"))
+        cache = self.cache(self.table(raw, "cache"))
+        upstreams = self.upstreams(raw.get("upstreams", []))
+        models = self.models(self.table(raw, "models"), {u.name for u in upstreams})
+        teams = self.teams(raw.get("teams", []), set(models))
+        return Config(server, storage, cache, upstreams, models, teams, source)
+
+    def server(self, t: Mapping[str, Any]) -> ServerConfig:
+        p = "server"
+        d = ServerConfig()
+        self.unknown_keys(t, p, tuple(ServerConfig.__dataclass_fields__))
+        if "signing_secret" not in t:
+            self.fail(f"{p}.signing_secret", "is required: it signs video links (use ${GATEWAY_SIGNING_SECRET})")
+        admin = tuple(k for k in self.string_list(t, p, "admin_keys") if k)
+        for i, k in enumerate(admin):
+            if k.startswith("sha256:") and not _HASH_PATTERN.match(k):
+                self.fail(f"{p}.admin_keys[{i}]", "a sha256: entry must be 64 lowercase hex digits")
+        return ServerConfig(
+            public_url=self.get(t, p, "public_url", str, d.public_url, _http_url).rstrip("/"),
+            signing_secret=self.get(t, p, "signing_secret", str, d.signing_secret, _secret),
+            admin_keys=admin,
+            max_body_bytes=self.get(t, p, "max_body_bytes", int, d.max_body_bytes, _positive),
+            link_ttl_s=self.get(t, p, "link_ttl_s", int, d.link_ttl_s, _positive),
+            ping_interval_s=self.get(t, p, "ping_interval_s", float, d.ping_interval_s, _positive),
+            image_max_bytes=self.get(t, p, "image_max_bytes", int, d.image_max_bytes, _positive),
+            image_timeout_s=self.get(t, p, "image_timeout_s", float, d.image_timeout_s, _positive),
+            metrics_public=self.get(t, p, "metrics_public", bool, d.metrics_public),
+            log_level=self.get(t, p, "log_level", str, d.log_level, _one_of("debug", "info", "warning", "error")),
+            log_format=self.get(t, p, "log_format", str, d.log_format, _one_of("auto", "json", "text")),
+        )
+
+    def storage(self, t: Mapping[str, Any]) -> StorageConfig:
+        p = "storage"
+        d = StorageConfig()
+        self.unknown_keys(t, p, tuple(StorageConfig.__dataclass_fields__))
+        return StorageConfig(
+            database=self.get(t, p, "database", str, d.database, _database_url),
+            redis=self.get(t, p, "redis", str, d.redis, _redis_url),
+            videos_dir=self.get(t, p, "videos_dir", str, d.videos_dir, _non_empty),
+        )
+
+    def cache(self, t: Mapping[str, Any]) -> CacheConfig:
+        p = "cache"
+        d = CacheConfig()
+        self.unknown_keys(t, p, tuple(CacheConfig.__dataclass_fields__))
+        return CacheConfig(
+            enabled=self.get(t, p, "enabled", bool, d.enabled),
+            ttl_s=self.get(t, p, "ttl_s", int, d.ttl_s, _positive),
+            scope=self.get(t, p, "scope", str, d.scope, _one_of(*CACHE_SCOPES)),
+        )
+
+    def upstreams(self, raw: Any) -> tuple[UpstreamConfig, ...]:
+        if not isinstance(raw, list) or not raw:
+            self.fail("upstreams", "at least one [[upstreams]] table is required")
+            return ()
+        out: list[UpstreamConfig] = []
+        seen: set[str] = set()
+        for i, t in enumerate(raw):
+            p = f"upstreams[{i}]"
+            if not isinstance(t, dict):
+                self.fail(p, "must be a table")
+                continue
+            self.unknown_keys(t, p, tuple(UpstreamConfig.__dataclass_fields__))
+            name = self.get(t, p, "name", str, "", _non_empty)
+            if "name" not in t:
+                self.fail(f"{p}.name", "is required")
+            if name in seen:
+                self.fail(f"{p}.name", f"duplicate upstream name {name!r}")
+            seen.add(name)
+            if "base_url" not in t:
+                self.fail(f"{p}.base_url", "is required")
+            keys = self.string_list(t, p, "keys")
+            if not [k for k in keys if k]:
+                self.fail(f"{p}.keys", "needs at least one non-empty key")
+            d = UpstreamConfig(name="", kind="videos", base_url="", keys=())
+            out.append(UpstreamConfig(
+                name=name or f"upstream{i}",
+                kind=self.get(t, p, "kind", str, "videos", _one_of(*UPSTREAM_KINDS)),
+                base_url=self.get(t, p, "base_url", str, "", _http_url).rstrip("/"),
+                keys=tuple(k for k in keys if k),
+                max_concurrent_per_key=self.get(t, p, "max_concurrent_per_key", int, d.max_concurrent_per_key, _positive),
+                poll_interval_s=self.get(t, p, "poll_interval_s", float, d.poll_interval_s, _positive),
+                timeout_s=self.get(t, p, "timeout_s", float, d.timeout_s, _positive),
+                job_timeout_s=self.get(t, p, "job_timeout_s", float, d.job_timeout_s, _positive),
+                max_retry_s=self.get(t, p, "max_retry_s", float, d.max_retry_s, _positive),
+            ))
+        return tuple(out)
+
+    def models(self, raw: Mapping[str, Any], upstream_names: set[str]) -> dict[str, ModelConfig]:
+        if not raw:
+            self.fail("models", 'at least one [models."NAME"] table is required')
+        out: dict[str, ModelConfig] = {}
+        for alias, t in raw.items():
+            p = f'models."{alias}"'
+            if not isinstance(t, dict):
+                self.fail(p, "must be a table")
+                continue
+            self.unknown_keys(t, p, tuple(f for f in ModelConfig.__dataclass_fields__ if f != "name"))
+            ups = self.string_list(t, p, "upstreams")
+            if not ups:
+                self.fail(f"{p}.upstreams", "must name at least one upstream")
+            for i, u in enumerate(ups):
+                if u not in upstream_names:
+                    known = ", ".join(sorted(upstream_names)) or "none defined"
+                    self.fail(f"{p}.upstreams[{i}]", f"no upstream named {u!r} (known: {known})")
+            d = ModelConfig(name=alias, upstreams=(), upstream_model=alias)
+            sizes = self.string_list(t, p, "sizes", d.sizes)
+            for i, s in enumerate(sizes):
+                if not _SIZE_PATTERN.match(s):
+                    self.fail(f"{p}.sizes[{i}]", f"must look like 720x1280, got {s!r}")
+            seconds_allowed = self.int_list(t, p, "seconds_allowed", d.seconds_allowed)
+            size = self.get(t, p, "size", str, sizes[0] if sizes else d.size)
+            if sizes and size not in sizes:
+                self.fail(f"{p}.size", f"{size!r} is not one of sizes {list(sizes)}")
+            seconds = self.get(t, p, "seconds", int, seconds_allowed[0] if seconds_allowed else d.seconds, _positive)
+            if seconds_allowed and seconds not in seconds_allowed:
+                self.fail(f"{p}.seconds", f"{seconds} is not one of seconds_allowed {list(seconds_allowed)}")
+            out[alias] = ModelConfig(
+                name=alias,
+                upstreams=ups,
+                upstream_model=self.get(t, p, "upstream_model", str, alias, _non_empty),
+                size=size,
+                seconds=seconds,
+                sizes=sizes,
+                seconds_allowed=seconds_allowed,
+                price_per_second=self.get(t, p, "price_per_second", float, d.price_per_second, _not_negative),
+                stream_format=self.get(t, p, "stream_format", str, d.stream_format, _one_of(*STREAM_FORMATS)),
+            )
+        return out
+
+    def int_list(self, t: Mapping[str, Any], p: str, name: str, default: tuple[int, ...]) -> tuple[int, ...]:
+        value = self.get(t, p, name, list, None)
+        if value is None:
+            return default
+        out = []
+        for i, item in enumerate(value):
+            if isinstance(item, bool) or not isinstance(item, int) or item <= 0:
+                self.fail(f"{p}.{name}[{i}]", f"must be a positive whole number, got {_show(item)}")
+            else:
+                out.append(item)
+        return tuple(out)
+
+    def teams(self, raw: Any, model_names: set[str]) -> tuple[TeamConfig, ...]:
+        if not isinstance(raw, list):
+            self.fail("teams", "must be an array of [[teams]] tables")
+            return ()
+        out: list[TeamConfig] = []
+        seen: set[str] = set()
+        for i, t in enumerate(raw):
+            p = f"teams[{i}]"
+            if not isinstance(t, dict):
+                self.fail(p, "must be a table")
+                continue
+            self.unknown_keys(t, p, ("name", "keys", "models", "quotas"))
+            name = self.get(t, p, "name", str, "", _non_empty)
+            if "name" not in t:
+                self.fail(f"{p}.name", "is required")
+            if name in seen:
+                self.fail(f"{p}.name", f"duplicate team name {name!r}")
+            seen.add(name)
+            keys = self.string_list(t, p, "keys")
+            for j, k in enumerate(keys):
+                if not _HASH_PATTERN.match(k):
+                    self.fail(
+                        f"{p}.keys[{j}]",
+                        "must be 'sha256:' followed by 64 lowercase hex digits (the hash of the key, never the key;"
+                        " `sora-gateway keys hash` prints it)",
+                    )
+            models = self.string_list(t, p, "models")
+            for j, m in enumerate(models):
+                if m not in model_names:
+                    self.fail(f"{p}.models[{j}]", f"no model named {m!r} (known: {', '.join(sorted(model_names))})")
+            out.append(TeamConfig(name=name, keys=keys, models=models, quotas=self.quotas(t.get("quotas", {}), p)))
+        return tuple(out)
+
+    def quotas(self, t: Any, team_prefix: str) -> QuotaConfig:
+        p = f"{team_prefix}.quotas"
+        if not isinstance(t, dict):
+            self.fail(p, "must be a table")
+            return QuotaConfig()
+        self.unknown_keys(t, p, QUOTA_KEYS)
+        values: dict[str, Any] = {}
+        for name in QUOTA_KEYS:
+            kind = float if name == "budget_usd_per_month" else int
+            values[name] = self.get(t, p, name, kind, None, _not_negative)
+        return QuotaConfig(**values)
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    names = {str: "a string", int: "a whole number", float: "a number", bool: "true or false", list: "an array"}
+    return names.get(kind, "a table") if isinstance(kind, type) else " or ".join(names[k] for k in kind)
+
+
+def _show(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}" if not isinstance(value, (dict, list)) else type(value).__name__
+
+
+def _positive(v: float) -> str | None:
+    return None if v > 0 else f"must be greater than 0, got {v}"
+
+
+def _not_negative(v: float) -> str | None:
+    return None if v >= 0 else f"must not be negative, got {v}"
+
+
+def _secret(v: str) -> str | None:
+    return None if len(v) >= 16 else "must be at least 16 characters (it signs video links)"
+
+
+def _non_empty(v: str) -> str | None:
+    return None if v.strip() else "must not be empty"
+
+
+def _one_of(*allowed: str) -> Callable[[str], str | None]:
+    def check(v: str) -> str | None:
+        return None if v in allowed else f"must be one of {', '.join(repr(a) for a in allowed)}, got {v!r}"
+
+    return check
+
+
+def _http_url(v: str) -> str | None:
+    return None if re.match(r"^https?://[^/\s]+", v) else f"must be an http:// or https:// URL, got {v!r}"
+
+
+def _database_url(v: str) -> str | None:
+    if v.startswith(("sqlite:///", "postgresql://", "postgres://")) or v == "sqlite://:memory:":
+        return None
+    return f"must start with sqlite:/// or postgresql://, got {v!r}"
+
+
+def _redis_url(v: str) -> str | None:
+    if not v or v.startswith(("redis://", "rediss://", "unix://")):
+        return None
+    return f"must be empty or a redis:// URL, got {v!r}"

@@ -1,0 +1,49 @@
+"""How job status reads in a chat stream: one preset per `stream_format`, all text in one place."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass(frozen=True, slots=True)
+class StreamFormat:
+    name: str
+    status_field: str  # the delta field status lines go into: "content" or "reasoning_content"
+    queued: str
+    progress: Callable[[float], str]
+    ready: Callable[[str], str]
+    refused: Callable[[str], str]
+
+    def progress_key(self, progress: float) -> str:
+        """The text shown for a progress value; a new delta is sent only when it changes."""
+        return self.progress(progress)
+
+
+MARKDOWN = StreamFormat(
+    name="markdown",
+    status_field="content",
+    queued="> ⏳ Queued\n\n",
+    progress=lambda p: f"> 🎬 Generating: {int(p)}%\n\n",
+    ready=lambda url: f"✅ Video ready: [▶ Watch]({url})",
+    refused=lambda reason: f"❌ Video refused: {reason}",
+)
+
+ZH = StreamFormat(
+    name="zh",
+    status_field="content",
+    queued="> ⌛️ 任务正在队列中，请耐心等待...\n\n",
+    progress=lambda p: f"> 🏃 进度：{p:.1f}%\n\n",
+    ready=lambda url: f"> ✅ 视频生成成功，[点击这里]({url}) 查看视频~~~\n\n",
+    refused=lambda reason: f"> ❌ 生成失败：{reason}\n\n",
+)
+
+REASONING = StreamFormat(
+    name="reasoning",
+    status_field="reasoning_content",
+    queued="**Video Generation Progress**: 0% (queued)\n",
+    progress=lambda p: f"**Video Generation Progress**: {int(p)}% (running)\n",
+    ready=lambda url: f"```html\n<video src='{url}' controls></video>\n```",
+    refused=lambda reason: f"❌ Video refused: {reason}",
+)
+
+FORMATS = {f.name: f for f in (MARKDOWN, ZH, REASONING)}

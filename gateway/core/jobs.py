@@ -1,0 +1,365 @@
+"""JobManager: submit once, follow each upstream job with exactly one poller, fan status out to every
+waiting client, store the result, and pick unfinished jobs up again after a restart."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+from gateway.backends.records import JobRecord
+from gateway.backends.store import LocalVideoStore
+from gateway.config import Config, ModelConfig
+from gateway.core.request import VideoRequest
+from gateway.errors import APIError
+from gateway.upstreams.base import (
+    GenerationSpec,
+    ImageInput,
+    JobLost,
+    Upstream,
+    UpstreamError,
+    UpstreamStatus,
+)
+from gateway.upstreams.faults import Retry, backoff_s, decide
+from gateway.upstreams.keypool import KeyPool, KeyState
+
+log = logging.getLogger("gateway.jobs")
+FinishHook = Callable[[JobRecord], Awaitable[None]]
+_PERSIST_STEP = 5.0  # write progress to the database every this many points
+
+
+def new_video_id() -> str:
+    return "video_" + secrets.token_hex(16)
+
+
+class JobHandle:
+    """The live state of one job, shared by its poller and every client waiting on it."""
+
+    __slots__ = ("record", "version", "_event", "task", "key_state", "persisted_progress")
+
+    def __init__(self, record: JobRecord) -> None:
+        self.record = record
+        self.version = 0
+        self._event = asyncio.Event()
+        self.task: asyncio.Task | None = None
+        self.key_state: KeyState | None = None
+        self.persisted_progress = record.progress
+
+    @property
+    def done(self) -> bool:
+        return self.record.status in ("completed", "failed")
+
+    def publish(self) -> None:
+        self.version += 1
+        self.wake()
+
+    def wake(self) -> None:
+        event, self._event = self._event, asyncio.Event()
+        event.set()
+
+    async def changes(self) -> AsyncIterator[bool]:
+        """Yield True on every new state (the current one first) and False on keep-alive ticks."""
+        seen = -1
+        while True:
+            if self.version != seen:
+                seen = self.version
+                yield True
+                if self.done:
+                    return
+            else:
+                yield False
+            await self._event.wait()
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    upstream: str
+    key: KeyState
+    upstream_id: str
+
+
+class JobManager:
+    def __init__(
+        self,
+        config: Config,
+        db,
+        store: LocalVideoStore,
+        upstreams: dict[str, Upstream],
+        pools: dict[str, KeyPool],
+    ) -> None:
+        self.config = config
+        self.db = db
+        self.store = store
+        self.upstreams = upstreams
+        self.pools = pools
+        self.active: dict[str, JobHandle] = {}
+        self.finish_hooks: list[FinishHook] = []
+        self._ticker: asyncio.Task | None = None
+
+    # lifecycle
+    async def start(self) -> None:
+        await self.resume()
+        self._ticker = asyncio.create_task(self._tick(), name="keepalive-ticker")
+
+    async def stop(self) -> None:
+        """Stop following jobs without failing them: they stay active in the database and resume later."""
+        if self._ticker:
+            self._ticker.cancel()
+        tasks = [h.task for h in self.active.values() if h.task]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for handle in self.active.values():
+            handle.wake()
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.server.ping_interval_s)
+            for handle in list(self.active.values()):
+                handle.wake()
+
+    # submitting
+    async def submit(
+        self,
+        request: VideoRequest,
+        image: ImageInput | None,
+        *,
+        team: str,
+        key_id: str,
+        request_id: str,
+        cache_key: str | None = None,
+        remix_source: JobRecord | None = None,
+        before_submit: Callable[[JobRecord], Awaitable[None]] | None = None,
+    ) -> JobHandle:
+        """Write the job, hand it to an upstream, and start its poller. Raises APIError when no upstream takes it."""
+        model = request.model
+        record = JobRecord(
+            id=new_video_id(), team=team, key_id=key_id, model=model.name, upstream_model=model.upstream_model,
+            prompt=request.prompt, size=request.size, seconds=request.seconds, created_at=time.time(),
+            cache_key=cache_key, remixed_from=remix_source.id if remix_source else None,
+            request_id=request_id, user=request.user, price=request.price,
+        )
+        await self.db.insert_job(record)
+        if before_submit is not None:
+            await before_submit(record)
+        spec = GenerationSpec(
+            upstream_model=model.upstream_model, prompt=request.prompt, size=request.size,
+            seconds=request.seconds, image=image,
+            remix_of=remix_source.upstream_job_id if remix_source else None,
+        )
+        try:
+            submitted = await self._submit(spec, model, remix_source)
+        except APIError as exc:
+            await self._finish(record, "failed", exc.code or "upstream_error", exc.message)
+            raise
+        except BaseException:
+            await self._finish(record, "failed", "gateway_error", "the gateway stopped before the upstream answered")
+            raise
+        record.upstream = submitted.upstream
+        record.upstream_key = submitted.key.key.label
+        record.upstream_job_id = submitted.upstream_id
+        record.status = "queued"
+        await self.db.update_job(record.id, upstream=record.upstream, upstream_key=record.upstream_key,
+                                 upstream_job_id=record.upstream_job_id, status="queued")
+        handle = JobHandle(record)
+        handle.key_state = submitted.key
+        self._follow(handle)
+        log.info("job submitted", extra={"job_id": record.id, "team": team, "upstream": record.upstream,
+                                         "upstream_key": record.upstream_key})
+        return handle
+
+    async def _submit(self, spec: GenerationSpec, model: ModelConfig, remix_source: JobRecord | None) -> Submitted:
+        names = (remix_source.upstream,) if remix_source else model.upstreams
+        deadline = time.monotonic() + max(self.config.upstream(n).max_retry_s for n in names)
+        last_error: UpstreamError | None = None
+        for name in names:
+            pool, upstream = self.pools[name], self.upstreams[name]
+            tried: set[str] = set()
+            attempt = 0
+            while time.monotonic() < deadline:
+                state = self._pinned(pool, remix_source) if remix_source else pool.acquire(tried)
+                if state is None:
+                    if pool.exhausted() or remix_source:
+                        break
+                    await pool.wait_for_slot(deadline - time.monotonic())
+                    continue
+                tried.add(state.key.label)
+                try:
+                    upstream_id = await upstream.submit(spec, state.key)
+                except UpstreamError as exc:
+                    pool.release(state)
+                    decision = decide(exc.status)
+                    pool.failed(state, decision.key, _reason(exc), exc.retry_after)
+                    log.warning("upstream submit failed", extra={"upstream": name, "upstream_key": state.key.label,
+                                                                 "status": exc.status, "error": exc.message})
+                    if decision.retry is Retry.NO:
+                        raise _client_error(exc) from None
+                    last_error = exc
+                    if decision.retry is Retry.BACKOFF:
+                        attempt += 1
+                        await asyncio.sleep(min(backoff_s(attempt), max(0.0, deadline - time.monotonic())))
+                    continue
+                pool.succeeded(state)
+                return Submitted(name, state, upstream_id)
+        raise self._unavailable(names, last_error)
+
+    def _pinned(self, pool: KeyPool, source: JobRecord) -> KeyState | None:
+        state = pool.get(source.upstream_key)
+        if state is None or state.state(time.monotonic()) != "healthy":
+            return None
+        pool.hold(state)
+        return state
+
+    def _unavailable(self, names: tuple[str, ...], last_error: UpstreamError | None) -> APIError:
+        waits = [w for n in names if (w := self.pools[n].earliest_recovery()) is not None]
+        retry_after = max(1, int(min(waits) + 0.999)) if waits else 30
+        detail = f" (last error: {last_error.message})" if last_error else ""
+        return APIError(
+            503,
+            f"Every upstream key for this model is busy, rate limited or disabled; retry in {retry_after} s.{detail}",
+            code="upstream_unavailable", type="server_error", headers={"retry-after": str(retry_after)},
+        )
+
+    # following
+    def _follow(self, handle: JobHandle) -> None:
+        self.active[handle.record.id] = handle
+        handle.task = asyncio.create_task(self._run(handle), name=f"job-{handle.record.id}")
+
+    async def _run(self, handle: JobHandle) -> None:
+        record = handle.record
+        upstream = self.upstreams[record.upstream]
+        key = handle.key_state.key
+        budget = self.config.upstream(record.upstream).job_timeout_s - (time.time() - record.created_at)
+        final: UpstreamStatus | None = None
+        try:
+            async with asyncio.timeout(max(budget, 0.0)):
+                async for status in upstream.track(record.upstream_job_id, key):
+                    if status.done:
+                        final = status
+                        break
+                    await self._progress(handle, status)
+                if final is not None and final.status == "completed":
+                    await self._store(handle, final)
+        except TimeoutError:
+            await self._finish(record, "failed", "upstream_timeout",
+                               f"the video was not ready within {self.config.upstream(record.upstream).job_timeout_s:g} s")
+        except JobLost as exc:
+            await self._finish(record, "failed", "upstream_error", f"the upstream job was lost: {exc}")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a poller must never die silently
+            log.exception("job poller failed", extra={"job_id": record.id})
+            await self._finish(record, "failed", "upstream_error", f"the upstream job could not be followed: {exc}")
+        else:
+            if final is None:
+                await self._finish(record, "failed", "upstream_error", "the upstream stopped reporting on the job")
+            elif final.status == "failed":
+                await self._finish(record, "failed", final.error_code or "upstream_error",
+                                   final.error_message or "the upstream reported a failure", refused=final.refused)
+        finally:
+            if record.status in ("completed", "failed"):
+                self._done(handle)
+
+    def _done(self, handle: JobHandle) -> None:
+        pool = self.pools.get(handle.record.upstream)
+        if pool is not None and handle.key_state is not None:
+            pool.release(handle.key_state)
+            handle.key_state = None
+        self.active.pop(handle.record.id, None)
+        handle.publish()
+
+    async def _progress(self, handle: JobHandle, status: UpstreamStatus) -> None:
+        record = handle.record
+        progress = max(record.progress, min(status.progress, 99.0))
+        if status.status == record.status and progress == record.progress:
+            return
+        state_changed = status.status != record.status
+        record.status, record.progress = status.status, progress
+        if state_changed or progress - handle.persisted_progress >= _PERSIST_STEP:
+            handle.persisted_progress = progress
+            await self.db.update_job(record.id, status=record.status, progress=progress)
+        handle.publish()
+
+    async def _store(self, handle: JobHandle, final: UpstreamStatus) -> None:
+        record = handle.record
+        upstream = self.upstreams[record.upstream]
+        key = handle.key_state.key
+        for attempt in range(4):
+            try:
+                chunks = await upstream.download(record.upstream_job_id, key, final, "video")
+                if chunks is None:
+                    raise UpstreamError("the upstream has no video content")
+                await self.store.save(record.id, "video", chunks)
+                break
+            except UpstreamError as exc:
+                if attempt == 3 or exc.status in (400, 401, 403, 404):
+                    raise
+                await asyncio.sleep(backoff_s(attempt + 1))
+        try:
+            thumb = await upstream.download(record.upstream_job_id, key, final, "thumbnail")
+            if thumb is not None:
+                await self.store.save(record.id, "thumbnail", thumb)
+                record.has_thumbnail = True
+        except Exception:  # noqa: BLE001 - a missing thumbnail never fails a finished video
+            log.warning("thumbnail download failed", extra={"job_id": record.id})
+        record.progress = 100.0
+        await self._finish(record, "completed", None, None)
+
+    async def _finish(self, record: JobRecord, status: str, code: str | None, message: str | None,
+                      refused: bool = False) -> None:
+        now = time.time()
+        record.status, record.error_code, record.error_message = status, code, message
+        record.refused, record.completed_at = refused, now
+        await self.db.update_job(record.id, status=status, progress=record.progress, error_code=code,
+                                 error_message=message, refused=refused, completed_at=now,
+                                 has_thumbnail=record.has_thumbnail)
+        log.info("job finished", extra={"job_id": record.id, "status": status, "error_code": code})
+        for hook in self.finish_hooks:
+            try:
+                await hook(record)
+            except Exception:  # noqa: BLE001
+                log.exception("finish hook failed", extra={"job_id": record.id})
+
+    async def resume(self) -> int:
+        """Follow again every job a previous process left unfinished."""
+        resumed = 0
+        for record in await self.db.active_jobs():
+            pool = self.pools.get(record.upstream)
+            state = pool.get(record.upstream_key) if pool else None
+            if not record.upstream_job_id or state is None:
+                reason = ("the gateway stopped before the upstream accepted the job" if not record.upstream_job_id
+                          else "the upstream key that created the job is no longer configured")
+                await self._finish(record, "failed", "upstream_error", reason)
+                continue
+            pool.hold(state)
+            handle = JobHandle(record)
+            handle.key_state = state
+            self._follow(handle)
+            resumed += 1
+        if resumed:
+            log.info("resumed unfinished jobs", extra={"count": resumed})
+        return resumed
+
+    # reading
+    async def find(self, job_id: str) -> JobHandle | JobRecord | None:
+        handle = self.active.get(job_id)
+        if handle is not None:
+            return handle
+        return await self.db.get_job(job_id)
+
+    async def wait(self, handle: JobHandle) -> JobRecord:
+        async for _ in handle.changes():
+            pass
+        return handle.record
+
+
+def _reason(exc: UpstreamError) -> str:
+    return f"HTTP {exc.status}: {exc.message}" if exc.status else exc.message
+
+
+def _client_error(exc: UpstreamError) -> APIError:
+    status = exc.status if exc.status in (400, 404, 409, 413, 415, 422) else 400
+    return APIError(status, f"The upstream rejected the request: {exc.message}", code=exc.code or "invalid_request",
+                    param=exc.param)

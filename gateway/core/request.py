@@ -1,0 +1,175 @@
+"""What to generate: a `VideoRequest`, built from a chat-completions body and checked against the model."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.config import STREAM_FORMATS, ModelConfig
+from gateway.errors import APIError, bad_request
+
+VIDEO_ID_PATTERN = re.compile(r"\bvideo_[0-9a-f]{32}\b")
+
+
+@dataclass(frozen=True, slots=True)
+class VideoRequest:
+    """A validated request for one video, before any image is fetched."""
+
+    model: ModelConfig
+    prompt: str
+    size: str
+    seconds: int
+    image_url: str | None = None
+    remix_of: str | None = None  # the gateway id of an earlier video this one remixes
+    user: str | None = None
+
+    @property
+    def price(self) -> float:
+        return self.model.price(self.seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class ChatOptions:
+    stream: bool
+    include_usage: bool
+    stream_format: str
+
+
+def parse_chat_body(body: Any, models: dict[str, ModelConfig]) -> tuple[str, Any]:
+    """Return (model alias, body) after the checks that do not depend on the team."""
+    if not isinstance(body, dict):
+        raise bad_request("The request body must be a JSON object.")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise bad_request("you must provide a model parameter", param="model")
+    return model, body
+
+
+def build_video_request(body: dict[str, Any], model: ModelConfig) -> tuple[VideoRequest, ChatOptions]:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise bad_request("'messages' must be a non-empty array of messages.", param="messages")
+    n = body.get("n")
+    if n is not None and n != 1:
+        raise bad_request(f"Invalid value for 'n': {n!r}. This model makes one video per request; send n=1.", param="n")
+    prompt, image_url, remix_of = _read_messages(messages)
+    stream = body.get("stream") is True
+    stream_options = body.get("stream_options") or {}
+    include_usage = isinstance(stream_options, dict) and stream_options.get("include_usage") is True
+    stream_format = body.get("stream_format") or model.stream_format
+    if stream_format not in STREAM_FORMATS:
+        allowed = ", ".join(f"'{f}'" for f in STREAM_FORMATS)
+        raise bad_request(f"Invalid value for 'stream_format': {stream_format!r}. Supported values are: {allowed}.",
+                          param="stream_format")
+    user = body.get("user")
+    request = VideoRequest(
+        model=model,
+        prompt=prompt,
+        size=check_size(body.get("size"), model),
+        seconds=check_seconds(body.get("seconds"), model),
+        image_url=image_url,
+        remix_of=remix_of,
+        user=user if isinstance(user, str) else None,
+    )
+    return request, ChatOptions(stream, include_usage, stream_format)
+
+
+def check_size(value: Any, model: ModelConfig) -> str:
+    if value is None:
+        return model.size
+    if not isinstance(value, str) or value not in model.sizes:
+        allowed = ", ".join(f"'{s}'" for s in model.sizes)
+        raise bad_request(f"Invalid value for 'size': {value!r}. Supported values for {model.name} are: {allowed}.",
+                          param="size")
+    return value
+
+
+def check_seconds(value: Any, model: ModelConfig) -> int:
+    if value is None:
+        return model.seconds
+    seconds: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        seconds = value
+    elif isinstance(value, str) and value.strip().isdigit():
+        seconds = int(value)
+    if seconds not in model.seconds_allowed:
+        allowed = ", ".join(f"'{s}'" for s in model.seconds_allowed)
+        raise bad_request(
+            f"Invalid value for 'seconds': {value!r}. Supported values for {model.name} are: {allowed}.",
+            param="seconds",
+        )
+    return seconds
+
+
+def _read_messages(messages: list[Any]) -> tuple[str, str | None, str | None]:
+    guidance: list[str] = []
+    user_index = None
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise bad_request(f"messages[{i}] must be an object with a 'role'.", param=f"messages[{i}]")
+        if message["role"] == "user":
+            user_index = i
+    if user_index is None:
+        raise bad_request("messages must contain a user message with the video prompt.", param="messages")
+    for i, message in enumerate(messages[:user_index]):
+        if message["role"] in ("system", "developer"):
+            text, _ = _read_content(message.get("content"), f"messages[{i}].content", allow_image=False)
+            if text:
+                guidance.append(text)
+    text, image_url = _read_content(messages[user_index].get("content"), f"messages[{user_index}].content")
+    if not text.strip():
+        raise bad_request("The last user message must contain a text prompt describing the video.",
+                          param=f"messages[{user_index}].content")
+    prompt = "\n\n".join([*guidance, text.strip()])
+    return prompt, image_url, _remixed_video(messages[:user_index])
+
+
+def _read_content(content: Any, param: str, allow_image: bool = True) -> tuple[str, str | None]:
+    if content is None:
+        return "", None
+    if isinstance(content, str):
+        return content, None
+    if not isinstance(content, list):
+        raise bad_request(f"'{param}' must be a string or an array of content parts.", param=param)
+    texts: list[str] = []
+    image: str | None = None
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif kind == "image_url" and allow_image:
+            if image is not None:
+                raise bad_request("Only one image_url part is supported per request; send a single reference image.",
+                                  param=f"{param}[{j}]")
+            image = _image_url(part.get("image_url"), f"{param}[{j}].image_url")
+        elif kind == "image_url":
+            continue
+        else:
+            raise bad_request(f"Unsupported content part type {kind!r}; use 'text' or 'image_url'.",
+                              param=f"{param}[{j}]")
+    return "\n".join(texts), image
+
+
+def _image_url(value: Any, param: str) -> str:
+    url = value.get("url") if isinstance(value, dict) else value
+    if not isinstance(url, str) or not url:
+        raise bad_request("image_url must hold a 'url' string (an https URL or a data: URI).", param=param)
+    return url
+
+
+def _remixed_video(history: list[dict[str, Any]]) -> str | None:
+    for message in reversed(history):
+        if message.get("role") != "assistant":
+            continue
+        content = message.get("content")
+        text = content if isinstance(content, str) else " ".join(
+            p.get("text", "") for p in content or [] if isinstance(p, dict)
+        )
+        if match := VIDEO_ID_PATTERN.search(text or ""):
+            return match.group(0)
+    return None
+
+
+def reject_unknown_model(model: str) -> APIError:
+    return APIError(404, f"The model '{model}' does not exist or you do not have access to it.",
+                    code="model_not_found", param="model")

@@ -1,0 +1,76 @@
+"""A fake Sora upstream speaking either dialect, with faults chosen by key prefix.
+
+Routes are under /v1, so an upstream `base_url` is `http://host:port/v1`. Besides the dialect's routes:
+`GET /v1/models`, `GET /files/{id}.mp4|.jpg` (chat links, no key needed), and the control routes
+`GET /_sim/calls` and `POST /_sim/reset` for tests and benchmarks running in another process.
+"""
+from __future__ import annotations
+
+import time
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from .assets import Assets
+from .chat import ChatAPI
+from .errors import APIError, handle_api_error, handle_http_exception, json_response
+from .middleware import SimulatorMiddleware
+from .settings import SimulatorSettings
+from .state import Call, SimulatorState
+from .videos import MODELS, VideosAPI
+
+__all__ = ["Call", "SimulatorSettings", "SimulatorState", "create_simulator_app", "run_simulator"]
+
+
+def create_simulator_app(settings: SimulatorSettings) -> Starlette:
+    state = SimulatorState()
+    assets = Assets.load()
+    dialect = ChatAPI if settings.kind == "chat" else VideosAPI
+    routes: list[BaseRoute] = [
+        *dialect(state, settings, assets).routes(),
+        Route("/v1/models", list_models, methods=["GET"]),
+        *ControlAPI(state).routes(),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(SimulatorMiddleware, state=state, settings=settings)],
+        exception_handlers={APIError: handle_api_error, HTTPException: handle_http_exception},
+    )
+    app.state.sim = state
+    app.state.settings = settings
+    return app
+
+
+def run_simulator(host: str, port: int, settings: SimulatorSettings) -> None:
+    uvicorn.run(create_simulator_app(settings), host=host, port=port, timeout_graceful_shutdown=2)
+
+
+async def list_models(request: Request) -> Response:
+    created = int(time.time())
+    data = [{"id": model, "object": "model", "created": created, "owned_by": "system"} for model in MODELS]
+    return json_response({"object": "list", "data": data})
+
+
+class ControlAPI:
+    """Lets a test or a benchmark in another process read and clear what the simulator saw."""
+
+    def __init__(self, state: SimulatorState) -> None:
+        self.state = state
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/_sim/calls", self.calls, methods=["GET"]),
+            Route("/_sim/reset", self.reset, methods=["POST"]),
+        ]
+
+    async def calls(self, request: Request) -> Response:
+        return json_response({"calls": [call.to_dict() for call in list(self.state.calls)]})
+
+    async def reset(self, request: Request) -> Response:
+        self.state.reset()
+        return json_response({"reset": True})

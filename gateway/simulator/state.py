@@ -1,0 +1,91 @@
+"""Everything the simulator remembers: the calls it answered and the jobs it runs."""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .behaviour import Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One request. `status` is 0 when the simulator never answered (the "hang" fault)."""
+
+    method: str
+    path: str
+    key: str  # the bearer token, "" when none was sent
+    status: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """The input reference of a video job, as received."""
+
+    source: str  # "file" | "image_url" | "file_id"
+    mime: str | None = None
+    size: int = 0  # bytes received; 0 for a plain URL or a file id
+    value: str | None = None  # the URL or file id
+
+
+@dataclass(slots=True)
+class VideoJob:
+    id: str
+    key: str
+    model: str
+    prompt: str
+    seconds: str
+    size: str
+    outcome: Outcome
+    created_at: float  # wall clock, for the API's timestamps
+    started: float  # monotonic clock, drives the job's progress
+    remixed_from_video_id: str | None = None
+    reference: Reference | None = None
+
+
+@dataclass(slots=True)
+class ChatJob:
+    id: str
+    key: str
+    family: str
+    language: str
+    model: str
+    prompt: str
+    images: int  # image parts in the last user message
+    outcome: Outcome
+    orientation: str = "portrait"
+    finished: bool = False  # the stream handed out its links: /files/{id}.* now serve content
+
+
+class SimulatorState:
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self.videos: dict[str, VideoJob] = {}  # in creation order
+        self.chats: dict[str, ChatJob] = {}
+        self._calls_per_key: Counter[str] = Counter()
+
+    def record(self, call: Call) -> None:
+        self.calls.append(call)
+
+    def count(self, method: str | None = None, path_prefix: str | None = None, key: str | None = None) -> int:
+        return sum(
+            1
+            for call in list(self.calls)
+            if (method is None or call.method == method)
+            and (path_prefix is None or call.path.startswith(path_prefix))
+            and (key is None or call.key == key)
+        )
+
+    def next_call_number(self, key: str) -> int:
+        """1 for the first call of `key`, 2 for the second, ... (drives the "flaky" fault)."""
+        self._calls_per_key[key] += 1
+        return self._calls_per_key[key]
+
+    def reset(self) -> None:
+        self.calls.clear()
+        self.videos.clear()
+        self.chats.clear()
+        self._calls_per_key.clear()

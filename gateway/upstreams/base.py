@@ -1,0 +1,98 @@
+"""The small interface every upstream dialect implements, and the values that cross it."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Literal, Protocol
+
+JobState = Literal["queued", "in_progress", "completed", "failed"]
+TERMINAL_STATES = frozenset({"completed", "failed"})
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamKey:
+    """One credential of an upstream. `label` is safe to show; `secret` never leaves this process."""
+
+    upstream: str
+    label: str
+    secret: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ImageInput:
+    data: bytes = field(repr=False)
+    mime: str  # image/jpeg | image/png | image/webp
+
+    @property
+    def filename(self) -> str:
+        return "reference." + self.mime.split("/", 1)[1]
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationSpec:
+    """What one upstream job must produce, in upstream terms."""
+
+    upstream_model: str
+    prompt: str
+    size: str
+    seconds: int
+    image: ImageInput | None = None
+    remix_of: str | None = None  # upstream id of the video to remix (videos dialect only)
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamStatus:
+    """A snapshot of an upstream job, whatever the dialect."""
+
+    status: JobState
+    progress: float = 0.0
+    video_url: str | None = None  # where the finished MP4 can be downloaded (chat relays)
+    thumbnail_url: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    refused: bool = False  # the prompt or image was refused by a content policy
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL_STATES
+
+
+class UpstreamError(Exception):
+    """An upstream HTTP call failed. `status` is None for timeouts and connection errors."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        code: str | None = None,
+        param: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.retry_after = retry_after
+        self.code = code
+        self.param = param
+
+
+class JobLost(Exception):
+    """The upstream job can no longer be followed (e.g. a relay stream that ended with the process)."""
+
+
+class Upstream(Protocol):
+    name: str
+    kind: str
+
+    async def submit(self, spec: GenerationSpec, key: UpstreamKey) -> str:
+        """Start a job; return the upstream's job id. Raises UpstreamError."""
+
+    def track(self, upstream_id: str, key: UpstreamKey) -> AsyncIterator[UpstreamStatus]:
+        """Yield status snapshots until a terminal one. Raises UpstreamError, JobLost."""
+
+    async def download(
+        self, upstream_id: str, key: UpstreamKey, final: UpstreamStatus, variant: str
+    ) -> AsyncIterator[bytes] | None:
+        """Stream the finished content of `variant` (video | thumbnail); None when the upstream has none."""
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,194 @@
+"""The "Sora-2 chat format" dialect: a streamed chat completion whose text reports progress and ends with a link.
+
+A relay job lives only as long as its HTTP stream, so `submit()` opens the stream and parks the response under a
+local id that `track()` then reads; an id this process did not open cannot be followed (JobLost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+
+from gateway.upstreams.base import GenerationSpec, JobLost, UpstreamError, UpstreamKey, UpstreamStatus
+from gateway.upstreams.http import error_from_response, read_bounded, transport_error
+from gateway.upstreams.relay_families import RelayStreamParser
+
+logger = logging.getLogger(__name__)
+
+MAX_LINE_BYTES = 1024 * 1024
+
+
+class RelayProtocolError(Exception):
+    """The relay sent something that is not a readable event stream."""
+
+
+class ChatRelayUpstream:
+    kind = "chat"
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        *,
+        timeout_s: float,
+        idle_timeout_s: float = 300.0,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        """`timeout_s` bounds each HTTP call up to its response headers; `idle_timeout_s` is how long an open
+        relay stream may stay silent (relays often report progress only every 30 s or so)."""
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self._timeout_s = timeout_s
+        self._stream_timeout = httpx.Timeout(timeout_s, read=idle_timeout_s)
+        self._owns_client = client is None
+        self._client = client or httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout_s),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=20),
+        )
+        self._streams: dict[str, httpx.Response] = {}
+
+    async def submit(self, spec: GenerationSpec, key: UpstreamKey) -> str:
+        if spec.remix_of is not None:
+            raise UpstreamError("remix is not supported by chat relays", status=400)
+        request = self._client.build_request(
+            "POST",
+            f"{self.base_url}/chat/completions",
+            content=orjson.dumps(request_body(spec)),
+            headers={
+                "authorization": f"Bearer {key.secret}",
+                "content-type": "application/json",
+                "accept": "text/event-stream",
+            },
+            timeout=self._stream_timeout,
+        )
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                response = await self._client.send(request, stream=True)
+        except TimeoutError:
+            raise UpstreamError(f"relay did not answer within {self._timeout_s:g} s") from None
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, "relay request") from None
+
+        if not response.is_success:
+            body = await read_bounded(response)
+            raise error_from_response(response, body, secrets=(key.secret,))
+
+        upstream_id = f"relay_{uuid.uuid4().hex}"
+        self._streams[upstream_id] = response
+        return upstream_id
+
+    async def track(self, upstream_id: str, key: UpstreamKey) -> AsyncIterator[UpstreamStatus]:
+        response = self._streams.pop(upstream_id, None)
+        if response is None:
+            raise JobLost(f"relay stream {upstream_id} is not open in this process")
+        parser = RelayStreamParser()
+        try:
+            async for chunk in _chunks(response):
+                for status in parser.feed(chunk):
+                    yield status
+                    if status.done:
+                        return
+            yield parser.finish()
+        except (httpx.HTTPError, httpx.StreamError, RelayProtocolError) as exc:
+            yield parser.abort(f"relay stream broke off: {type(exc).__name__}")
+        finally:
+            await response.aclose()
+
+    async def download(
+        self, upstream_id: str, key: UpstreamKey, final: UpstreamStatus, variant: str
+    ) -> AsyncIterator[bytes] | None:
+        url = {"video": final.video_url, "thumbnail": final.thumbnail_url}.get(variant)
+        if not url:
+            return None
+        # Relay links are public URLs: the upstream key is not sent along.
+        request = self._client.build_request("GET", url, timeout=httpx.Timeout(self._timeout_s))
+        try:
+            response = await self._client.send(request, stream=True, follow_redirects=True)
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, f"{variant} download") from None
+        if not response.is_success:
+            body = await read_bounded(response)
+            raise error_from_response(response, body)
+        return _body(response, variant)
+
+    async def aclose(self) -> None:
+        streams, self._streams = self._streams, {}
+        for response in streams.values():
+            await response.aclose()
+        if self._owns_client:
+            await self._client.aclose()
+
+
+def request_body(spec: GenerationSpec) -> dict[str, Any]:
+    content: str | list[dict[str, Any]] = spec.prompt
+    if spec.image is not None:
+        encoded = base64.b64encode(spec.image.data).decode("ascii")
+        content = [
+            {"type": "text", "text": spec.prompt},
+            {"type": "image_url", "image_url": {"url": f"data:{spec.image.mime};base64,{encoded}"}},
+        ]
+    return {
+        "model": spec.upstream_model,
+        "stream": True,
+        "messages": [{"role": "user", "content": content}],
+        # Not part of the chat format; relays that read them get the requested shape, the others ignore them.
+        "size": spec.size,
+        "seconds": str(spec.seconds),
+    }
+
+
+async def _chunks(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+    """The JSON objects of an SSE stream, one per `data:` line, until `[DONE]`.
+
+    Lines are dispatched one by one rather than per blank-line-terminated event, since some relays leave out the
+    blank lines. A body that is plain JSON lines (no SSE framing) is read the same way.
+    """
+    async for line in _lines(response):
+        if line.startswith("data:"):
+            payload = line[5:].strip()
+        elif line.startswith("{"):
+            payload = line
+        else:  # blank lines, ": ping" comments, event:/id:/retry: fields
+            continue
+        if payload == "[DONE]":
+            return
+        try:
+            chunk = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            logger.debug("skipping an unreadable event from a relay stream")
+            continue
+        if isinstance(chunk, dict):
+            yield chunk
+
+
+async def _lines(response: httpx.Response) -> AsyncIterator[str]:
+    """Lines of the body, split on bytes so characters cut across network reads stay whole."""
+    pending = b""
+    async for data in response.aiter_bytes():
+        pending += data
+        if b"\n" not in data:
+            if len(pending) > MAX_LINE_BYTES:
+                raise RelayProtocolError("relay sent an over-long line")
+            continue
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            yield line.rstrip(b"\r").decode("utf-8", "replace")
+    if pending:
+        yield pending.rstrip(b"\r").decode("utf-8", "replace")
+
+
+async def _body(response: httpx.Response, variant: str) -> AsyncIterator[bytes]:
+    try:
+        async for data in response.aiter_bytes():
+            yield data
+    except httpx.HTTPError as exc:
+        raise transport_error(exc, f"{variant} download") from None
+    finally:
+        await response.aclose()

@@ -1,0 +1,149 @@
+"""The OpenAI Videos API dialect: POST /videos, GET /videos/{id} until terminal, GET .../content."""
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+
+from gateway.upstreams.base import GenerationSpec, UpstreamError, UpstreamKey, UpstreamStatus
+from gateway.upstreams.http import error_from_response
+
+_REFUSAL_CODES = frozenset({"moderation_blocked", "content_policy_violation", "people-in-user-uploads"})
+
+
+class VideosUpstream:
+    kind = "videos"
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        *,
+        timeout_s: float,
+        poll_interval_s: float,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self.poll_interval_s = poll_interval_s
+        self.client = client or httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout_s),
+            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
+        )
+
+    async def submit(self, spec: GenerationSpec, key: UpstreamKey) -> str:
+        if spec.remix_of:
+            video = await self._call("POST", f"/videos/{spec.remix_of}/remix", key, json={"prompt": spec.prompt})
+        elif spec.image is not None:
+            files = {"input_reference": (spec.image.filename, spec.image.data, spec.image.mime)}
+            video = await self._call("POST", "/videos", key, data=_form(spec), files=files)
+        else:
+            video = await self._call("POST", "/videos", key, json=_form(spec))
+        if not isinstance(video.get("id"), str):
+            raise UpstreamError("upstream answered a create without a video id", status=502)
+        return video["id"]
+
+    async def status(self, upstream_id: str, key: UpstreamKey) -> UpstreamStatus:
+        return to_status(await self._call("GET", f"/videos/{upstream_id}", key))
+
+    async def track(self, upstream_id: str, key: UpstreamKey) -> AsyncIterator[UpstreamStatus]:
+        """Poll until terminal. A transient poll failure is retried on the next tick."""
+        failures = 0
+        while True:
+            try:
+                snapshot = await self.status(upstream_id, key)
+                failures = 0
+            except UpstreamError as exc:
+                if exc.status is not None and exc.status in (400, 404):
+                    yield UpstreamStatus("failed", error_code="upstream_error", error_message=exc.message)
+                    return
+                failures += 1
+                await asyncio.sleep(min(self.poll_interval_s * (2 ** min(failures, 5)), 60.0))
+                continue
+            yield snapshot
+            if snapshot.done:
+                return
+            await asyncio.sleep(self.poll_interval_s)
+
+    async def download(
+        self, upstream_id: str, key: UpstreamKey, final: UpstreamStatus, variant: str
+    ) -> AsyncIterator[bytes] | None:
+        request = self.client.build_request(
+            "GET", f"{self.base_url}/videos/{upstream_id}/content", params={"variant": variant},
+            headers=_auth(key),
+        )
+        try:
+            response = await self.client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"content download failed: {type(exc).__name__}") from None
+        if response.status_code in (400, 404) and variant != "video":
+            await response.aclose()
+            return None
+        if response.status_code >= 400:
+            body = await response.aread()
+            await response.aclose()
+            raise error_from_response(response, body)
+        return _body(response)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def _call(self, method: str, path: str, key: UpstreamKey, **kwargs: Any) -> dict[str, Any]:
+        try:
+            response = await self.client.request(method, self.base_url + path, headers=_auth(key), **kwargs)
+        except httpx.TimeoutException:
+            raise UpstreamError(f"upstream {self.name} timed out") from None
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"upstream {self.name} connection failed: {type(exc).__name__}") from None
+        if response.status_code >= 400:
+            raise error_from_response(response, response.content)
+        try:
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise UpstreamError(f"upstream {self.name} answered with invalid JSON", status=502) from None
+        if not isinstance(body, dict):
+            raise UpstreamError(f"upstream {self.name} answered with an unexpected body", status=502)
+        return body
+
+
+def to_status(video: dict[str, Any]) -> UpstreamStatus:
+    status = video.get("status")
+    if status not in ("queued", "in_progress", "completed", "failed"):
+        status = "in_progress"
+    progress = video.get("progress")
+    progress = float(progress) if isinstance(progress, (int, float)) else 0.0
+    if status != "failed":
+        return UpstreamStatus(status, 100.0 if status == "completed" else progress)
+    error = video.get("error") if isinstance(video.get("error"), dict) else {}
+    code = error.get("code") or "upstream_error"
+    return UpstreamStatus(
+        "failed",
+        progress,
+        error_code=code,
+        error_message=error.get("message") or "the upstream reported a failed video",
+        refused=code in _REFUSAL_CODES,
+    )
+
+
+def _form(spec: GenerationSpec) -> dict[str, str]:
+    return {"model": spec.upstream_model, "prompt": spec.prompt, "size": spec.size, "seconds": str(spec.seconds)}
+
+
+def _auth(key: UpstreamKey) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key.secret}"}
+
+
+async def _body(response: httpx.Response) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in response.aiter_bytes(65536):
+            yield chunk
+    finally:
+        await response.aclose()
+
+
+def data_uri(mime: str, data: bytes) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"

@@ -1,0 +1,70 @@
+"""A gateway killed mid-job and started again finishes the job without paying for it twice."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import httpx
+import openai
+
+from tests.support import ALPHA_KEY, base_config, free_port, to_toml, wait_until
+from tests.test_chat import PROMPT, assert_playable_mp4
+
+
+def start_gateway_process(config_path, port: int, log_path) -> subprocess.Popen:
+    log = open(log_path, "ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config_path), "--port", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    url = f"http://127.0.0.1:{port}/healthz"
+
+    def ready() -> bool:
+        assert process.poll() is None, open(log_path).read()
+        try:
+            return httpx.get(url, timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(ready, timeout=30, interval=0.05)
+    return process
+
+
+def test_sigkill_mid_job_then_restart_finishes_without_a_second_submission(tmp_path, start_simulator,
+                                                                            no_secrets_in_logs):
+    simulator = start_simulator(duration_s=3.0)
+    port = free_port()
+    raw = base_config(tmp_path, simulator.url + "/v1")
+    raw["server"]["public_url"] = f"http://127.0.0.1:{port}"
+    config_path = tmp_path / "gateway.toml"
+    config_path.write_text(to_toml(raw))
+    log_path = tmp_path / "gateway.log"
+    sdk = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=ALPHA_KEY, max_retries=0)
+
+    first = start_gateway_process(config_path, port, log_path)
+    try:
+        stream = sdk.chat.completions.create(model="sora-2", messages=PROMPT, stream=True)
+        video_id = next(iter(stream)).model_extra["video"]["id"]
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        stream.close()
+    finally:
+        if first.poll() is None:
+            first.kill()
+
+    second = start_gateway_process(config_path, port, log_path)
+    try:
+        video = wait_until(lambda: (v := sdk.videos.retrieve(video_id)).status in ("completed", "failed") and v,
+                           timeout=30)
+        assert video.status == "completed", video
+        assert_playable_mp4(sdk.videos.download_content(video_id).read())
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(15)
+    calls = httpx.get(simulator.url + "/_sim/calls").json()["calls"]
+    assert len([c for c in calls if c["method"] == "POST" and c["path"] == "/v1/videos"]) == 1
+    log = log_path.read_text()
+    for secret in [*no_secrets_in_logs, "sk-good-1"]:
+        assert secret not in log
