@@ -12,9 +12,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.api import chat, models, videos
+from gateway.api import admin, chat, models, videos
 from gateway.api.common import JSONResponse, services
-from gateway.api.errors import api_error_handler, error_response, http_exception_handler
+from gateway.api.errors import api_error_handler, http_exception_handler
 from gateway.api.middleware import RequestIdMiddleware
 from gateway.backends.sqlite import SQLiteDatabase
 from gateway.backends.store import LocalVideoStore
@@ -85,12 +85,6 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
 
 
-async def _unhandled(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error", extra={"path": request.url.path})
-    return error_response(APIError(500, "The gateway hit an internal error; the request id in x-request-id"
-                                        " identifies it in the logs.", code="internal_error"))
-
-
 def create_app(config: Config) -> Starlette:
     gateway = Gateway(config)
 
@@ -110,12 +104,13 @@ def create_app(config: Config) -> Starlette:
         Route("/v1/chat/completions", chat.chat_completions, methods=["POST"]),
         Route("/v1/videos/{video_id}", videos.retrieve_video, methods=["GET"]),
         Route("/v1/videos/{video_id}/content", videos.video_content, methods=["GET", "HEAD"]),
+        Route("/admin/upstreams", admin.list_upstreams),
+        Route("/admin/upstreams/{upstream}/keys/{label}/enable", admin.enable_upstream_key, methods=["POST"]),
     ]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={APIError: api_error_handler, HTTPException: http_exception_handler,
-                            Exception: _unhandled},
+        exception_handlers={APIError: api_error_handler, HTTPException: http_exception_handler},
     )
     app.state.gateway = gateway
     app.add_middleware(RequestIdMiddleware)

@@ -123,9 +123,8 @@ def test_data_uri_image_becomes_the_input_reference(gateway, simulator):
     ]}]
     completion = client(gateway).chat.completions.create(model="sora-2", messages=messages)
     assert completion.model_extra["video"]["status"] == "completed"
-    calls = httpx.get(simulator.url + "/_sim/calls").json()
-    creates = [c for c in calls["calls"] if c["method"] == "POST" and c["path"] == "/v1/videos"]
-    assert len(creates) == 1 and creates[0].get("content_type", "multipart").startswith("multipart")
+    [job] = simulator.app.state.sim.videos.values()
+    assert job.reference.source == "file" and job.reference.mime == "image/png" and job.reference.size == len(png)
 
 
 @pytest.mark.parametrize("url", [

@@ -1,4 +1,5 @@
 """A fake Sora upstream in both dialects (Videos API and chat-format relays), with fault injection."""
+
 from .app import create_simulator_app, run_simulator
 from .settings import SimulatorSettings
 from .state import Call, SimulatorState

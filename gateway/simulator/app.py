@@ -4,6 +4,7 @@ Routes are under /v1, so an upstream `base_url` is `http://host:port/v1`. Beside
 `GET /v1/models`, `GET /files/{id}.mp4|.jpg` (chat links, no key needed), and the control routes
 `GET /_sim/calls` and `POST /_sim/reset` for tests and benchmarks running in another process.
 """
+
 from __future__ import annotations
 
 import time

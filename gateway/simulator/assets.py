@@ -1,4 +1,5 @@
 """The media every finished job serves (written by make_assets.py)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -4,6 +4,7 @@ Keys: a fault prefix (`sk-429-…`, `sk-401-…`, `sk-403-…`, `sk-500-…`, `s
 anywhere in the key, `fam-a|fam-b|fam-c` and `-en-|-zh-` markers choosing the chat family and language
 (`sk-slow-fam-b-en-1`). Prompts: `[refuse]`, `[fail]` and (chat only) `[error]` choose how the job ends.
 """
+
 from __future__ import annotations
 
 import re
@@ -17,7 +18,11 @@ Outcome = Literal["complete", "refuse", "fail", "error"]
 _FAULT = re.compile(r"^sk-(" + "|".join(FAULTS) + r")(?:-|$)")
 _FAMILY = re.compile(r"(?:^|-)fam-([abc])(?:-|$)")
 _LANGUAGE = re.compile(r"-(en|zh)(?=-|$)")
-_TRIGGERS: tuple[tuple[str, Outcome], ...] = (("[refuse]", "refuse"), ("[fail]", "fail"), ("[error]", "error"))
+_TRIGGERS: tuple[tuple[str, Outcome], ...] = (
+    ("[refuse]", "refuse"),
+    ("[fail]", "fail"),
+    ("[error]", "error"),
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ decides only the words and the chunk shape, so each family's text lives in one s
 - C (sora2api style): progress in `reasoning_content`, the link in an HTML <video> block, finish_reason "STOP",
   a fresh chunk id per chunk, ASCII-escaped JSON, and HTTP 500 for every error before the stream starts.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -18,7 +19,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 from starlette.requests import Request
@@ -127,7 +128,7 @@ class Family:
 
 
 class FamilyA(Family):
-    TEXT = {
+    TEXT: ClassVar[dict[str, dict[str, str]]] = {
         "zh": {
             "queued": "> ⌛️ 任务正在队列中，请耐心等待...\n\n",
             "progress": "> 🏃 进度：{:.1f}%\n\n",
@@ -168,7 +169,7 @@ class FamilyA(Family):
 
 
 class FamilyB(Family):
-    TEXT = {
+    TEXT: ClassVar[dict[str, dict[str, str]]] = {
         "zh": {
             "queued": "> 排队中...",
             "started": " 生成中.",
@@ -365,7 +366,9 @@ class ChatAPI:
         links = Links(video=f"{base}/files/{job.id}.mp4", thumbnail=f"{base}/files/{job.id}.jpg")
         family = FAMILIES[job.family](job, links)
         steps = plan_stream(family, job.outcome, self.settings.duration_s)
-        return StreamingResponse(play(job, family, steps), media_type="text/event-stream", headers=SSE_HEADERS)
+        return StreamingResponse(
+            play(job, family, steps), media_type="text/event-stream", headers=SSE_HEADERS
+        )
 
     async def file(self, request: Request) -> Response:
         job_id, _, extension = request.path_params["name"].rpartition(".")

@@ -1,4 +1,5 @@
 """OpenAI's error envelope and the JSON responses the simulator sends."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -10,9 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 
-def json_response(
-    content: Any, status_code: int = 200, headers: Mapping[str, str] | None = None
-) -> Response:
+def json_response(content: Any, status_code: int = 200, headers: Mapping[str, str] | None = None) -> Response:
     return Response(orjson.dumps(content), status_code, headers, media_type="application/json")
 
 
@@ -54,7 +53,9 @@ def invalid_value(param: str, value: object, allowed: Sequence[str]) -> APIError
 
 
 def missing_parameter(param: str) -> APIError:
-    return APIError(400, f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
+    return APIError(
+        400, f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter"
+    )
 
 
 def invalid_type(param: str, expected: str, value: object) -> APIError:

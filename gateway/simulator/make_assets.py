@@ -6,6 +6,7 @@ Needs PyAV (a test dependency). The simulator itself only reads the files writte
 Output: a 4 s, 24 fps, 128x72 H.264 MP4 of a moving colour pattern, a JPEG thumbnail taken from it and a JPEG
 spritesheet of frames laid out on a grid, like the ones the Videos API returns.
 """
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """Authentication, fault injection and call recording, in front of both dialects."""
+
 from __future__ import annotations
 
 import asyncio
@@ -49,7 +50,9 @@ class SimulatorMiddleware:
             recorder.record(500)
             raise
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send, key: str, recorder: CallRecorder) -> None:
+    async def handle(
+        self, scope: Scope, receive: Receive, send: Send, key: str, recorder: CallRecorder
+    ) -> None:
         if scope["path"].startswith(OPEN_PREFIXES):
             await self.app(scope, receive, send)
             return

@@ -1,4 +1,5 @@
 """Everything the simulator remembers: the calls it answered and the jobs it runs."""
+
 from __future__ import annotations
 
 from collections import Counter

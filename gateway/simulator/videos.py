@@ -5,6 +5,7 @@ then in_progress with a rising progress, then completed at `duration_s`. Jobs wh
 `failed` halfway through, as moderation rejections tend to arrive early. Jobs belong to the key that created
 them: another key gets a 404, as another account would.
 """
+
 from __future__ import annotations
 
 import base64
@@ -261,7 +262,9 @@ async def read_params(request: Request) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         raise APIError(400, BAD_JSON) from None
     if not isinstance(params, dict):
-        raise APIError(400, f"Invalid type for request body: expected an object, but got {type(params).__name__}.")
+        raise APIError(
+            400, f"Invalid type for request body: expected an object, but got {type(params).__name__}."
+        )
     return params
 
 

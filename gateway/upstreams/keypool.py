@@ -39,7 +39,7 @@ class KeyState:
         return {
             "label": self.key.label,
             "state": self.state(now),
-            "cooling_until": self.cooling_until if self.cooling_until > now else None,
+            "cooling_for_s": round(self.cooling_until - now, 3) if self.cooling_until > now else None,
             "disabled_reason": self.disabled_reason,
             "in_flight": self.in_flight,
             "successes": self.successes,

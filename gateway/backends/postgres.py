@@ -1,0 +1,279 @@
+"""The shared database: jobs, team keys and the ledger in PostgreSQL, for several gateway instances.
+
+Same methods and semantics as `SQLiteDatabase`. Timestamps are epoch seconds in double precision
+columns, as the records carry them, so both backends hand back identical records.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import fields
+from typing import Any
+
+import asyncpg
+
+from gateway.backends.records import ACTIVE_STATES, JobRecord, KeyRecord, LedgerRow
+
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (1, """
+        CREATE TABLE jobs (
+            id text COLLATE "C" PRIMARY KEY, team text NOT NULL, key_id text NOT NULL, model text NOT NULL,
+            upstream_model text NOT NULL, prompt text NOT NULL, size text NOT NULL, seconds integer NOT NULL,
+            created_at double precision NOT NULL, status text NOT NULL,
+            progress double precision NOT NULL DEFAULT 0,
+            upstream text NOT NULL DEFAULT '', upstream_key text NOT NULL DEFAULT '',
+            upstream_job_id text NOT NULL DEFAULT '', error_code text, error_message text,
+            refused boolean NOT NULL DEFAULT false, completed_at double precision, cache_key text,
+            remixed_from text, request_id text NOT NULL DEFAULT '', "user" text,
+            price double precision NOT NULL DEFAULT 0,
+            has_thumbnail boolean NOT NULL DEFAULT false, deleted boolean NOT NULL DEFAULT false
+        );
+        CREATE INDEX jobs_team_created ON jobs (team, created_at, id);
+        CREATE INDEX jobs_status ON jobs (status);
+        CREATE INDEX jobs_cache_key ON jobs (cache_key);
+        CREATE TABLE api_keys (
+            id text PRIMARY KEY, team text NOT NULL, name text NOT NULL, hash text NOT NULL UNIQUE,
+            created_at double precision NOT NULL, expires_at double precision,
+            revoked_at double precision, last_used_at double precision
+        );
+        CREATE TABLE ledger (
+            request_id text PRIMARY KEY, time double precision NOT NULL, team text NOT NULL,
+            key_id text NOT NULL, model text NOT NULL, size text NOT NULL, seconds integer NOT NULL,
+            outcome text NOT NULL, cost_usd double precision NOT NULL DEFAULT 0, "user" text, job_id text,
+            upstream text, upstream_key text, latency_ms double precision
+        );
+        CREATE INDEX ledger_team_time ON ledger (team, time);
+        CREATE INDEX ledger_job ON ledger (job_id);
+    """),
+)
+
+_MIGRATIONS_TABLE = """
+    CREATE TABLE IF NOT EXISTS schema_migrations (
+        version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now()
+    )
+"""
+
+# Any constant works as long as every instance uses the same one.
+_MIGRATION_LOCK = int.from_bytes(b"soragate", "big")
+
+_JOB_COLUMNS = JobRecord.columns()
+_JOB_COLUMN_SET = frozenset(_JOB_COLUMNS)
+_BOOL_COLUMNS = frozenset({"refused", "has_thumbnail", "deleted"})
+_KEY_COLUMNS = tuple(f.name for f in fields(KeyRecord))
+_LEDGER_COLUMNS = tuple(f.name for f in fields(LedgerRow))
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _column_list(names: Iterable[str]) -> str:
+    return ", ".join(_ident(name) for name in names)
+
+
+def _placeholders(count: int, start: int = 1) -> str:
+    return ", ".join(f"${i}" for i in range(start, start + count))
+
+
+_JOBS = _column_list(_JOB_COLUMNS)
+_KEYS = _column_list(_KEY_COLUMNS)
+_LEDGER = _column_list(_LEDGER_COLUMNS)
+
+_INSERT_JOB = f"INSERT INTO jobs ({_JOBS}) VALUES ({_placeholders(len(_JOB_COLUMNS))})"
+_UPSERT_LEDGER = (
+    f"INSERT INTO ledger ({_LEDGER}) VALUES ({_placeholders(len(_LEDGER_COLUMNS))})"
+    " ON CONFLICT (request_id) DO UPDATE SET "
+    + ", ".join(f"{_ident(n)} = EXCLUDED.{_ident(n)}" for n in _LEDGER_COLUMNS if n != "request_id")
+)
+
+
+async def migrate(pool: asyncpg.Pool) -> list[int]:
+    """Apply the migrations this database lacks, in order, and return their versions.
+
+    Everything runs in one transaction under an advisory lock, so instances starting together
+    queue up: the first applies the migrations, the others find them recorded and do nothing.
+    """
+    applied: list[int] = []
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+        await conn.execute(_MIGRATIONS_TABLE)
+        done = {row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations")}
+        for version, sql in MIGRATIONS:
+            if version in done:
+                continue
+            await conn.execute(sql)
+            await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
+            applied.append(version)
+    return applied
+
+
+class PostgresDatabase:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @classmethod
+    async def connect(cls, dsn: str, *, min_size: int = 1, max_size: int = 10,
+                      schema: str | None = None) -> PostgresDatabase:
+        """Open a pool on `dsn` and bring the schema up to date.
+
+        `schema` confines every table to that (existing) schema through the connections' search_path.
+        """
+        if not dsn.startswith(("postgresql://", "postgres://")):
+            raise ValueError("a PostgreSQL URL starts with postgresql:// or postgres://")
+        settings = {"search_path": _ident(schema)} if schema else None
+        pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, server_settings=settings)
+        try:
+            await migrate(pool)
+        except BaseException:
+            pool.terminate()
+            raise
+        return cls(pool)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def ping(self) -> bool:
+        await self.pool.fetchval("SELECT 1")
+        return True
+
+    # jobs
+    async def insert_job(self, job: JobRecord) -> None:
+        await self.pool.execute(_INSERT_JOB, *_job_values(_JOB_COLUMNS, job.values()))
+
+    async def update_job(self, job_id: str, **changes: Any) -> None:
+        unknown = changes.keys() - _JOB_COLUMN_SET
+        if unknown:
+            raise ValueError(f"unknown job columns: {', '.join(sorted(unknown))}")
+        if not changes:
+            return
+        assignments = ", ".join(f"{_ident(name)} = ${i}" for i, name in enumerate(changes, start=2))
+        await self.pool.execute(f"UPDATE jobs SET {assignments} WHERE id = $1",
+                                job_id, *_job_values(changes.keys(), changes.values()))
+
+    async def get_job(self, job_id: str) -> JobRecord | None:
+        row = await self.pool.fetchrow(f"SELECT {_JOBS} FROM jobs WHERE id = $1", job_id)
+        return _job(row) if row else None
+
+    async def active_jobs(self) -> list[JobRecord]:
+        rows = await self.pool.fetch(f"SELECT {_JOBS} FROM jobs WHERE status = ANY($1::text[])",
+                                     list(ACTIVE_STATES))
+        return [_job(r) for r in rows]
+
+    async def list_jobs(self, team: str, *, after: str | None, limit: int,
+                        order: str) -> tuple[list[JobRecord], bool]:
+        """One page of a team's jobs, newest first for `desc`; returns (jobs, has_more).
+
+        An `after` that is not one of the team's jobs yields no rows: the row comparison with an
+        empty subquery is NULL.
+        """
+        op, direction = ("<", "DESC") if order == "desc" else (">", "ASC")
+        where, params = "team = $1 AND NOT deleted", [team, limit + 1]
+        if after:
+            anchor = "SELECT created_at, id FROM jobs WHERE id = $3 AND team = $1"
+            where += f" AND (created_at, id) {op} ({anchor})"
+            params.append(after)
+        rows = await self.pool.fetch(
+            f"SELECT {_JOBS} FROM jobs WHERE {where}"
+            f" ORDER BY created_at {direction}, id {direction} LIMIT $2",
+            *params,
+        )
+        return [_job(r) for r in rows[:limit]], len(rows) > limit
+
+    async def find_cached(self, cache_key: str, since: float) -> JobRecord | None:
+        row = await self.pool.fetchrow(
+            f"SELECT {_JOBS} FROM jobs WHERE cache_key = $1 AND status = 'completed' AND NOT deleted"
+            " AND completed_at >= $2 ORDER BY completed_at DESC LIMIT 1",
+            cache_key, since,
+        )
+        return _job(row) if row else None
+
+    async def expired_jobs(self, before: float) -> list[JobRecord]:
+        rows = await self.pool.fetch(
+            f"SELECT {_JOBS} FROM jobs WHERE status IN ('completed', 'failed') AND NOT deleted"
+            " AND completed_at < $1",
+            before,
+        )
+        return [_job(r) for r in rows]
+
+    # keys
+    async def insert_key(self, key: KeyRecord) -> None:
+        await self.pool.execute(
+            "INSERT INTO api_keys (id, team, name, hash, created_at, expires_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6)",
+            key.id, key.team, key.name, key.hash, key.created_at, key.expires_at,
+        )
+
+    async def key_by_hash(self, key_hash: str) -> KeyRecord | None:
+        row = await self.pool.fetchrow(f"SELECT {_KEYS} FROM api_keys WHERE hash = $1", key_hash)
+        return KeyRecord(**dict(row)) if row else None
+
+    async def list_keys(self, team: str | None = None) -> list[KeyRecord]:
+        sql, params = f"SELECT {_KEYS} FROM api_keys", []
+        if team:
+            sql, params = sql + " WHERE team = $1", [team]
+        rows = await self.pool.fetch(sql + " ORDER BY created_at", *params)
+        return [KeyRecord(**dict(r)) for r in rows]
+
+    async def revoke_key(self, key_id: str) -> bool:
+        revoked = await self.pool.fetchval(
+            "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL RETURNING id",
+            time.time(), key_id,
+        )
+        return revoked is not None
+
+    async def touch_keys(self, last_used: dict[str, float]) -> None:
+        if not last_used:
+            return
+        await self.pool.execute(
+            "UPDATE api_keys AS k SET last_used_at = t.last_used"
+            " FROM unnest($1::text[], $2::double precision[]) AS t (id, last_used) WHERE k.id = t.id",
+            list(last_used.keys()), list(last_used.values()),
+        )
+
+    # ledger
+    async def ledger_insert(self, row: LedgerRow) -> None:
+        await self.pool.execute(_UPSERT_LEDGER, *(getattr(row, n) for n in _LEDGER_COLUMNS))
+
+    async def ledger_finish(self, request_id: str, outcome: str, cost_usd: float, latency_ms: float | None,
+                            upstream: str | None = None, upstream_key: str | None = None) -> None:
+        await self.pool.execute(
+            "UPDATE ledger SET outcome = $1, cost_usd = $2, latency_ms = COALESCE($3, latency_ms),"
+            " upstream = COALESCE($4, upstream), upstream_key = COALESCE($5, upstream_key)"
+            " WHERE request_id = $6 AND outcome = 'pending'",
+            outcome, cost_usd, latency_ms, upstream, upstream_key, request_id,
+        )
+
+    async def ledger_finish_job(self, job_id: str, outcome: str, cost_usd: float, upstream: str | None,
+                                upstream_key: str | None, finished_at: float) -> None:
+        """Close every pending row of a job (its submitter and any joiners' rows stay separate)."""
+        await self.pool.execute(
+            "UPDATE ledger SET outcome = $1, cost_usd = $2, upstream = $3, upstream_key = $4,"
+            " latency_ms = ($5 - time) * 1000 WHERE job_id = $6 AND outcome = 'pending'",
+            outcome, cost_usd, upstream, upstream_key, finished_at, job_id,
+        )
+
+    async def ledger_rows(self, team: str | None, since: float | None,
+                          until: float | None) -> list[LedgerRow]:
+        where, params = ["true"], []
+        if team:
+            params.append(team)
+            where.append(f"team = ${len(params)}")
+        if since is not None:
+            params.append(since)
+            where.append(f"time >= ${len(params)}")
+        if until is not None:
+            params.append(until)
+            where.append(f"time < ${len(params)}")
+        rows = await self.pool.fetch(
+            f"SELECT {_LEDGER} FROM ledger WHERE {' AND '.join(where)} ORDER BY time", *params
+        )
+        return [LedgerRow(**dict(r)) for r in rows]
+
+
+def _job_values(names: Iterable[str], values: Iterable[Any]) -> list[Any]:
+    """SQLite takes 0 and 1 for its boolean columns; PostgreSQL needs real booleans."""
+    return [bool(v) if n in _BOOL_COLUMNS else v for n, v in zip(names, values, strict=True)]
+
+
+def _job(row: asyncpg.Record) -> JobRecord:
+    return JobRecord(**dict(row))

@@ -1,0 +1,97 @@
+"""Config loading: env substitution, and errors that name the key that is wrong."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.config import ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_ENV = {"GATEWAY_SIGNING_SECRET": "x" * 32, "GATEWAY_ADMIN_KEY": "admin", "RELAY_A_KEY_1": "k1",
+               "RELAY_A_KEY_2": "k2", "RELAY_B_KEY": "k3"}
+
+
+def check_config(path: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gateway.cli", "check-config", "--config", str(path)],
+                          capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", **(env or {})})
+
+
+def test_example_config_is_valid_and_reads_secrets_from_the_environment():
+    config = load_config(ROOT / "config/example.toml", env=EXAMPLE_ENV)
+    assert config.upstream("relay-a").keys == ("k1", "k2")
+    assert config.server.signing_secret == "x" * 32
+    assert config.models["sora-2"].upstreams == ("relay-a", "relay-b")
+    assert config.team("marketing").quotas.videos_per_day == 200
+    result = check_config(ROOT / "config/example.toml", EXAMPLE_ENV)
+    assert result.returncode == 0 and "ok" in result.stdout
+
+
+def test_missing_environment_variable_names_the_key():
+    env = dict(EXAMPLE_ENV)
+    del env["RELAY_A_KEY_2"]
+    with pytest.raises(ConfigError) as err:
+        load_config(ROOT / "config/example.toml", env=env)
+    assert "upstreams[0].keys[1]: environment variable RELAY_A_KEY_2 is not set" in err.value.problems
+
+
+def test_check_config_lists_every_problem_line_by_line(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("""
+[server]
+signing_secret = "short"
+max_body_bytes = "big"
+[storage]
+database = "mysql://x"
+[[upstreams]]
+name = "a"
+kind = "video"
+base_url = "ftp://x"
+keys = []
+[models."sora-2"]
+upstreams = ["nope"]
+seconds_allowed = [4, 8]
+seconds = 5
+[[teams]]
+name = "t"
+keys = ["plain-text-key"]
+models = ["sora-3"]
+[teams.quotas]
+videos_per_dya = 3
+""")
+    result = check_config(bad)
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    for expected in [
+        "server.signing_secret: must be at least 16 characters",
+        "server.max_body_bytes: must be a whole number",
+        "storage.database: must start with sqlite:/// or postgresql://",
+        "upstreams[0].kind: must be one of 'videos', 'chat', got 'video'",
+        "upstreams[0].base_url: must be an http:// or https:// URL",
+        "upstreams[0].keys: needs at least one non-empty key",
+        "models.\"sora-2\".upstreams[0]: no upstream named 'nope'",
+        "models.\"sora-2\".seconds: 5 is not one of seconds_allowed [4, 8]",
+        "teams[0].keys[0]: must be 'sha256:'",
+        "teams[0].models[0]: no model named 'sora-3'",
+        "teams[0].quotas.videos_per_dya: unknown key",
+    ]:
+        assert any(expected in line for line in lines), (expected, lines)
+    assert "plain-text-key" not in result.stdout
+
+
+def test_not_toml_and_missing_file(tmp_path):
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[server\n")
+    assert "not valid TOML" in check_config(broken).stdout
+    assert "file not found" in check_config(tmp_path / "missing.toml").stdout
+
+
+def test_serve_refuses_a_bad_config_naming_the_key(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[server]\nsigning_secret = "0123456789abcdef0"\n[cache]\nscope = "everyone"\n')
+    result = subprocess.run([sys.executable, "-m", "gateway.cli", "serve", "--config", str(bad)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "cache.scope: must be one of 'team', 'global', got 'everyone'" in result.stderr
