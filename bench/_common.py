@@ -7,8 +7,6 @@ SSE event is a `find` in that buffer, not a trip through a general-purpose HTTP 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import os
 import resource
 import signal
@@ -49,10 +47,17 @@ def cli_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "gateway.cli"]
 
 
-def _child_setup() -> None:
-    raise_fd_limit()
-    with contextlib.suppress(OSError, AttributeError):  # die with the benchmark even if it is SIGKILLed
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+# Run in the child before exec: lift the descriptor limit and die with the benchmark even if it is SIGKILLed.
+_CHILD_PRELUDE = f"""
+import ctypes, os, resource, sys
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+try:
+    ctypes.CDLL(None).prctl({_PR_SET_PDEATHSIG}, {int(signal.SIGKILL)}, 0, 0, 0)
+except (OSError, AttributeError):
+    pass
+os.execv(sys.argv[1], sys.argv[1:])
+"""
 
 
 class Child:
@@ -63,8 +68,9 @@ class Child:
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            argv, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=_child_setup, start_new_session=True,
+            [sys.executable, "-c", _CHILD_PRELUDE, *argv], cwd=REPO, stdin=subprocess.DEVNULL,
+            stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True,
         )
 
     @property

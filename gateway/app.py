@@ -16,6 +16,7 @@ from gateway.api import admin, chat, models, videos
 from gateway.api.common import JSONResponse, services
 from gateway.api.errors import api_error_handler, http_exception_handler
 from gateway.api.middleware import RequestIdMiddleware
+from gateway.backends.quota_memory import MemoryQuotaStore
 from gateway.backends.sqlite import SQLiteDatabase
 from gateway.backends.store import LocalVideoStore
 from gateway.config import Config, UpstreamConfig
@@ -58,15 +59,18 @@ class Gateway:
                       for u in config.upstreams}
         self.jobs = JobManager(config, self.db, self.store, self.upstreams, self.pools)
         limits = ImageLimits(max_bytes=config.server.image_max_bytes, timeout_s=config.server.image_timeout_s)
-        self.videos = VideoService(self.jobs, limits)
+        self.quotas = MemoryQuotaStore()
+        self.videos = VideoService(config, self.db, self.store, self.jobs, self.quotas, limits)
 
     async def start(self) -> None:
+        await self.videos.start()
         await self.jobs.start()
 
     async def stop(self) -> None:
         await self.jobs.stop()
         for upstream in self.upstreams.values():
             await upstream.aclose()
+        await self.quotas.close()
         await self.db.close()
 
 

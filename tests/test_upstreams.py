@@ -75,8 +75,10 @@ def test_disabled_keys_give_503_and_admin_can_re_enable_them(start_simulator, st
 def test_server_errors_move_to_another_key(start_simulator, start_gateway):
     sim = start_simulator()
     gateway = start_gateway(sim, upstreams=[upstream(sim, ["sk-500-a", "sk-good-b"])])
-    for _ in range(3):
-        assert sdk(gateway).chat.completions.create(model="sora-2", messages=PROMPT).model_extra["video"]["url"]
+    for i in range(3):
+        completion = sdk(gateway).chat.completions.create(
+            model="sora-2", messages=[{"role": "user", "content": f"scene {i}"}])
+        assert completion.model_extra["video"]["url"]
     assert calls(sim, key="sk-500-a") <= 1 + 1  # the failing key loses priority after its first strike
 
 
@@ -159,7 +161,8 @@ def test_chat_relay_mid_stream_error_is_an_in_stream_error(start_simulator, star
 def test_chat_relay_rate_limit_rotates_to_another_key(start_simulator, start_gateway):
     sim = start_simulator(kind="chat", duration_s=0.3, retry_after_s=60)
     gateway = start_gateway(sim, upstreams=[upstream(sim, ["sk-429-fam-a-1", "sk-fam-a-2"], kind="chat")])
-    for _ in range(2):
-        completion = sdk(gateway).chat.completions.create(model="sora-2", messages=PROMPT)
+    for i in range(2):
+        completion = sdk(gateway).chat.completions.create(
+            model="sora-2", messages=[{"role": "user", "content": f"scene {i}"}])
         assert completion.model_extra["video"]["status"] == "completed"
     assert calls(sim, key="sk-429-fam-a-1") == 1

@@ -11,6 +11,7 @@ from starlette.responses import Response, StreamingResponse
 from gateway.api.common import JSONResponse, authenticate, read_json, request_id, services
 from gateway.api.shapes import DONE, PING, ChunkWriter, completion, error_event, usage, video_status
 from gateway.backends.records import JobRecord
+from gateway.core.cache import CacheControl
 from gateway.core.formats import FORMATS, StreamFormat
 from gateway.core.request import ChatOptions, build_video_request, parse_chat_body, reject_unknown_model
 from gateway.core.service import Generation
@@ -30,8 +31,9 @@ async def chat_completions(request: Request) -> Response:
         raise APIError(403, f"Your team may not use the model '{alias}'. Ask your platform team to allow it.",
                        code="model_not_allowed", param="model")
     video_request, options = build_video_request(body, model)
-    generation = await gw.videos.generate(principal, video_request, request_id(request))
-    headers = {"x-cache": generation.cache}
+    control = CacheControl.parse(request.headers.get("cache-control"))
+    generation = await gw.videos.generate(principal, video_request, request_id(request), control)
+    headers = {"x-cache": generation.cache, **generation.headers}
     fmt = FORMATS[options.stream_format]
     writer = ChunkWriter("chatcmpl-" + secrets.token_hex(12), int(time.time()), alias)
     if options.stream:

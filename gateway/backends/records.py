@@ -33,6 +33,7 @@ class JobRecord:
     price: float = 0.0
     has_thumbnail: bool = False
     deleted: bool = False
+    reservation_id: str | None = None  # the quota reservation this job holds until it ends
 
     @classmethod
     def columns(cls) -> tuple[str, ...]:

@@ -5,8 +5,10 @@ a write to the OS page cache, which survives a killed process, and costs tens of
 """
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     upstream_job_id TEXT NOT NULL DEFAULT '', error_code TEXT, error_message TEXT,
     refused INTEGER NOT NULL DEFAULT 0, completed_at REAL, cache_key TEXT, remixed_from TEXT,
     request_id TEXT NOT NULL DEFAULT '', user TEXT, price REAL NOT NULL DEFAULT 0,
-    has_thumbnail INTEGER NOT NULL DEFAULT 0, deleted INTEGER NOT NULL DEFAULT 0
+    has_thumbnail INTEGER NOT NULL DEFAULT 0, deleted INTEGER NOT NULL DEFAULT 0, reservation_id TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_team_created ON jobs (team, created_at);
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status);
@@ -64,9 +66,35 @@ class SQLiteDatabase:
         return True
 
     # jobs
-    async def insert_job(self, job: JobRecord) -> None:
+    async def insert_job(self, job: JobRecord, ledger: LedgerRow | None = None) -> None:
+        """Write a job and, in the same transaction, its ledger row (outcome 'pending')."""
         marks = ", ".join("?" for _ in _JOB_COLUMNS)
-        self.conn.execute(f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) VALUES ({marks})", job.values())
+        with self._transaction():
+            self.conn.execute(f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) VALUES ({marks})", job.values())
+            if ledger is not None:
+                self._ledger_insert(ledger)
+
+    async def finish_job(self, job_id: str, changes: dict[str, Any], outcome: str, cost_usd: float) -> None:
+        """Record a job's end and close its pending ledger row in one transaction."""
+        assignments = ", ".join(f"{name} = ?" for name in changes)
+        with self._transaction():
+            self.conn.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", (*changes.values(), job_id))
+            self.conn.execute(
+                "UPDATE ledger SET outcome = ?, cost_usd = ?, upstream = ?, upstream_key = ?,"
+                " latency_ms = (? - time) * 1000 WHERE job_id = ? AND outcome = 'pending'",
+                (outcome, cost_usd, changes.get("upstream"), changes.get("upstream_key"),
+                 changes["completed_at"], job_id),
+            )
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
 
     async def update_job(self, job_id: str, **changes: Any) -> None:
         assignments = ", ".join(f"{name} = ?" for name in changes)
@@ -142,6 +170,9 @@ class SQLiteDatabase:
 
     # ledger
     async def ledger_insert(self, row: LedgerRow) -> None:
+        self._ledger_insert(row)
+
+    def _ledger_insert(self, row: LedgerRow) -> None:
         names = LedgerRow.__slots__
         marks = ", ".join("?" for _ in names)
         self.conn.execute(

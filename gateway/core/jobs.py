@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
-from gateway.backends.records import JobRecord
+from gateway.backends.records import JobRecord, LedgerRow
 from gateway.backends.store import LocalVideoStore
 from gateway.config import Config, ModelConfig
 from gateway.core.request import VideoRequest
@@ -131,7 +131,8 @@ class JobManager:
         request_id: str,
         cache_key: str | None = None,
         remix_source: JobRecord | None = None,
-        before_submit: Callable[[JobRecord], Awaitable[None]] | None = None,
+        reservation_id: str | None = None,
+        ledger: LedgerRow | None = None,
     ) -> JobHandle:
         """Write the job, hand it to an upstream, and start its poller. Raises APIError when no upstream takes it."""
         model = request.model
@@ -139,11 +140,11 @@ class JobManager:
             id=new_video_id(), team=team, key_id=key_id, model=model.name, upstream_model=model.upstream_model,
             prompt=request.prompt, size=request.size, seconds=request.seconds, created_at=time.time(),
             cache_key=cache_key, remixed_from=remix_source.id if remix_source else None,
-            request_id=request_id, user=request.user, price=request.price,
+            request_id=request_id, user=request.user, price=request.price, reservation_id=reservation_id,
         )
-        await self.db.insert_job(record)
-        if before_submit is not None:
-            await before_submit(record)
+        if ledger is not None:
+            ledger.job_id = record.id
+        await self.db.insert_job(record, ledger)
         spec = GenerationSpec(
             upstream_model=model.upstream_model, prompt=request.prompt, size=request.size,
             seconds=request.seconds, image=image,
@@ -312,9 +313,11 @@ class JobManager:
         now = time.time()
         record.status, record.error_code, record.error_message = status, code, message
         record.refused, record.completed_at = refused, now
-        await self.db.update_job(record.id, status=status, progress=record.progress, error_code=code,
-                                 error_message=message, refused=refused, completed_at=now,
-                                 has_thumbnail=record.has_thumbnail)
+        outcome = "completed" if status == "completed" else "refused" if refused else "failed"
+        changes = {"status": status, "progress": record.progress, "error_code": code, "error_message": message,
+                   "refused": refused, "completed_at": now, "has_thumbnail": record.has_thumbnail,
+                   "upstream": record.upstream, "upstream_key": record.upstream_key}
+        await self.db.finish_job(record.id, changes, outcome, record.price if outcome == "completed" else 0.0)
         log.info("job finished", extra={"job_id": record.id, "status": status, "error_code": code})
         for hook in self.finish_hooks:
             try:

@@ -1,15 +1,27 @@
-"""The one place a video request goes through: admission, cache, job, and the outcome's accounting."""
+"""The one place a video request goes through: cache, admission, job, and the outcome's accounting.
+
+    image → cache key → in flight? join : finished? hit : admit (quota) → submit (job + ledger row)
+    job ends → ledger closed with the job (one transaction) → quota settled or refunded → flight released
+"""
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 
-from gateway.backends.records import JobRecord
+from gateway.backends.records import JobRecord, LedgerRow
+from gateway.backends.store import LocalVideoStore
+from gateway.config import Config
 from gateway.core.auth import Principal
+from gateway.core.cache import CacheControl, SingleFlight, cache_key
 from gateway.core.images import ImageError, ImageLimits, load_image
 from gateway.core.jobs import JobHandle, JobManager
+from gateway.core.quota import Admission, Charge, QuotaStore, Rejection, calendar_at
 from gateway.core.request import VideoRequest
 from gateway.errors import APIError, bad_request
 from gateway.upstreams.base import ImageInput
+
+log = logging.getLogger("gateway.service")
 
 
 @dataclass(slots=True)
@@ -19,21 +31,127 @@ class Generation:
     record: JobRecord
     handle: JobHandle | None
     cache: str  # miss | hit | joined
+    headers: dict[str, str]
 
 
 class VideoService:
-    def __init__(self, jobs: JobManager, image_limits: ImageLimits) -> None:
+    def __init__(self, config: Config, db, store: LocalVideoStore, jobs: JobManager, quotas: QuotaStore,
+                 image_limits: ImageLimits) -> None:
+        self.config = config
+        self.db = db
+        self.store = store
         self.jobs = jobs
+        self.quotas = quotas
         self.image_limits = image_limits
+        self.flights: SingleFlight[JobHandle] = SingleFlight()
+        jobs.finish_hooks.append(self._job_finished)
 
-    async def generate(self, principal: Principal, request: VideoRequest, request_id: str) -> Generation:
+    async def start(self) -> None:
+        """Rebuild quota counters from the ledger (the embedded store keeps none across restarts)."""
+        now = time.time()
+        cal = calendar_at(now)
+        month_start = _month_start(now)
+        rows = await self.db.ledger_rows(None, month_start, None)
+        active = await self.db.active_jobs()
+        for team in self.config.teams:
+            mine = [r for r in rows if r.team == team.name and r.outcome == "completed"]
+            await self.quotas.seed(
+                team.name,
+                videos_today=sum(1 for r in mine if r.time >= cal.day_end - 86_400),
+                seconds_month=sum(r.seconds for r in mine),
+                usd_month=sum(r.cost_usd for r in mine),
+                active=[(j.reservation_id, _charge(j.seconds, j.price)) for j in active
+                        if j.team == team.name and j.reservation_id],
+                now=now,
+            )
+
+    async def generate(self, principal: Principal, request: VideoRequest, request_id: str,
+                       control: CacheControl = CacheControl()) -> Generation:
         image = await self._image(request.image_url)
         remix_source = await self._remix_source(principal, request.remix_of)
-        handle = await self.jobs.submit(
-            request, image, team=principal.team.name, key_id=principal.key_id, request_id=request_id,
-            remix_source=remix_source,
-        )
-        return Generation(handle.record, handle, "miss")
+        team = principal.team.name
+        cache = self.config.cache
+        key = cache_key(request, image, team if cache.scope == "team" else None) if cache.enabled else None
+        if key is not None and control.lookup:
+            found = await self._lookup(principal, request, request_id, key)
+            if found is not None:
+                return found
+        if key is None or not control.lookup:
+            return await self._submit(principal, request, request_id, image, remix_source,
+                                      key if key and control.store else None)
+        generation, joined = await self.flights.run(
+            key, lambda: self._submit(principal, request, request_id, image, remix_source,
+                                      key if control.store else None))
+        if joined:
+            return await self._joined(principal, request, request_id, generation.handle)
+        return generation
+
+    async def _lookup(self, principal: Principal, request: VideoRequest, request_id: str,
+                      key: str) -> Generation | None:
+        flight = self.flights.get(key)
+        if flight is not None:
+            generation = await flight
+            return await self._joined(principal, request, request_id, generation.handle)
+        record = await self.db.find_cached(key, time.time() - self.config.cache.ttl_s)
+        if record is None or not self.store.exists(record.id):
+            return None
+        headers = await self._admit_hit(principal, request, request_id, record.id)
+        return Generation(record, None, "hit", headers)
+
+    async def _joined(self, principal: Principal, request: VideoRequest, request_id: str,
+                      handle: JobHandle) -> Generation:
+        headers = await self._admit_hit(principal, request, request_id, handle.record.id)
+        return Generation(handle.record, handle, "joined", headers)
+
+    async def _admit_hit(self, principal: Principal, request: VideoRequest, request_id: str, job_id: str
+                         ) -> dict[str, str]:
+        """A cache hit or a join counts against the request rate only, and costs nothing."""
+        charge = _charge(request.seconds, request.price)
+        answer = await self.quotas.admit(principal.team.name, principal.team.quotas, charge, count_job=False)
+        row = self._ledger_row(principal, request, request_id, "cache_hit")
+        row.job_id = job_id
+        if isinstance(answer, Rejection):
+            row.outcome, row.job_id = "rejected", None
+            await self.db.ledger_insert(row)
+            raise _rejected(answer)
+        await self.db.ledger_insert(row)
+        return rate_headers(answer)
+
+    async def _submit(self, principal: Principal, request: VideoRequest, request_id: str,
+                      image: ImageInput | None, remix_source: JobRecord | None, key: str | None) -> Generation:
+        team = principal.team
+        answer = await self.quotas.admit(team.name, team.quotas, _charge(request.seconds, request.price))
+        if isinstance(answer, Rejection):
+            await self.db.ledger_insert(self._ledger_row(principal, request, request_id, "rejected"))
+            raise _rejected(answer)
+        try:
+            handle = await self.jobs.submit(
+                request, image, team=team.name, key_id=principal.key_id, request_id=request_id, cache_key=key,
+                remix_source=remix_source, reservation_id=answer.reservation_id,
+                ledger=self._ledger_row(principal, request, request_id, "pending"),
+            )
+        except APIError as exc:
+            exc.headers.update(rate_headers(answer))
+            raise
+        return Generation(handle.record, handle, "miss", rate_headers(answer))
+
+    async def _job_finished(self, record: JobRecord) -> None:
+        if record.reservation_id:
+            if record.status == "completed":
+                await self.quotas.settle(record.team, record.reservation_id)
+            else:
+                await self.quotas.refund(record.team, record.reservation_id)
+        if record.cache_key:
+            flight = self.flights.get(record.cache_key)
+            if flight is not None and flight.done() and not flight.exception() \
+                    and flight.result().record.id == record.id:
+                self.flights.release(record.cache_key)
+
+    def _ledger_row(self, principal: Principal, request: VideoRequest, request_id: str, outcome: str) -> LedgerRow:
+        return LedgerRow(request_id=request_id, time=time.time(), team=principal.team.name,
+                         key_id=principal.key_id, model=request.model.name, size=request.size,
+                         seconds=request.seconds, outcome=outcome, user=request.user,
+                         latency_ms=0.0 if outcome in ("cache_hit", "rejected") else None)
 
     async def _image(self, url: str | None) -> ImageInput | None:
         if url is None:
@@ -44,14 +162,41 @@ class VideoService:
             raise bad_request(str(exc), param="messages") from None
 
     async def _remix_source(self, principal: Principal, video_id: str | None) -> JobRecord | None:
-        """The earlier video a conversation refers to, if it is this team's and finished."""
+        """The earlier video a conversation refers to, if it is this team's, finished, and remixable."""
         if video_id is None:
             return None
         found = await self.jobs.find(video_id)
         record = found.record if isinstance(found, JobHandle) else found
         if record is None or record.team != principal.team.name or record.deleted:
             return None
-        if record.status != "completed":
-            raise APIError(409, f"Video {video_id} is still {record.status}; remix it once it has completed.",
-                           code="video_not_ready")
+        if record.status != "completed" or self.config.upstream(record.upstream).kind != "videos":
+            return None
         return record
+
+
+def rate_headers(answer: Admission | Rejection) -> dict[str, str]:
+    if answer.rpm_limit is None:
+        return {}
+    return {
+        "x-ratelimit-limit-requests": str(answer.rpm_limit),
+        "x-ratelimit-remaining-requests": str(answer.rpm_remaining),
+        "x-ratelimit-reset-requests": f"{answer.rpm_reset_s:.0f}s",
+    }
+
+
+def _rejected(rejection: Rejection) -> APIError:
+    retry_after = max(1, int(rejection.retry_after_s + 0.999))
+    headers = {"retry-after": str(retry_after), **rate_headers(rejection)}
+    return APIError(429, rejection.message, code=rejection.code, headers=headers,
+                    type="requests" if rejection.code == "rate_limit_exceeded" else "insufficient_quota")
+
+
+def _charge(seconds: int, price: float) -> Charge:
+    return Charge(videos=1, video_seconds=seconds, usd=price)
+
+
+def _month_start(now: float) -> float:
+    import datetime as dt
+
+    d = dt.datetime.fromtimestamp(now, dt.timezone.utc)
+    return dt.datetime(d.year, d.month, 1, tzinfo=dt.timezone.utc).timestamp()

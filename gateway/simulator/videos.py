@@ -112,7 +112,7 @@ class VideosAPI:
     def routes(self) -> list[Route]:
         return [
             Route("/v1/videos", self.create, methods=["POST"]),
-            Route("/v1/videos", self.list, methods=["GET"]),
+            Route("/v1/videos", self.list_videos, methods=["GET"]),
             Route("/v1/videos/{video_id}", self.retrieve, methods=["GET"]),
             Route("/v1/videos/{video_id}", self.delete, methods=["DELETE"]),
             Route("/v1/videos/{video_id}/content", self.content, methods=["GET"]),
@@ -132,7 +132,7 @@ class VideosAPI:
         )
         return self.render(job)
 
-    async def list(self, request: Request) -> Response:
+    async def list_videos(self, request: Request) -> Response:
         query = request.query_params
         limit = parse_limit(query.get("limit"))
         order = query.get("order", "desc")

@@ -1,0 +1,359 @@
+"""One behaviour suite for every database backend: SQLite on a file, PostgreSQL on the real test server.
+
+Each PostgreSQL test runs in a schema of its own, created empty and dropped afterwards. Without a
+reachable server those tests skip, except under CI=true, where they fail.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from gateway.backends.postgres import MIGRATIONS, PostgresDatabase, migrate
+from gateway.backends.records import JobRecord, KeyRecord, LedgerRow
+from gateway.backends.sqlite import SQLiteDatabase
+
+Database = SQLiteDatabase | PostgresDatabase
+
+POSTGRES_DSN = os.environ.get("GATEWAY_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+async def connect_admin() -> asyncpg.Connection:
+    try:
+        return await asyncpg.connect(POSTGRES_DSN, timeout=3)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        reason = f"PostgreSQL is unreachable (GATEWAY_TEST_POSTGRES_DSN): {type(exc).__name__}: {exc}"
+        if os.environ.get("CI", "").lower() in ("true", "1"):
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+
+
+@contextlib.asynccontextmanager
+async def fresh_schema() -> AsyncIterator[str]:
+    admin = await connect_admin()
+    schema = f"t_{secrets.token_hex(8)}"
+    await admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield schema
+    finally:
+        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        await admin.close()
+
+
+@pytest.fixture
+async def postgres_schema() -> AsyncIterator[str]:
+    async with fresh_schema() as schema:
+        yield schema
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    if request.param == "sqlite":
+        db = SQLiteDatabase(str(tmp_path / "gateway.db"))
+        yield db
+        await db.close()
+        return
+    async with fresh_schema() as schema:
+        db = await PostgresDatabase.connect(POSTGRES_DSN, schema=schema)
+        yield db
+        await db.close()
+
+
+def job(job_id: str, **changes: Any) -> JobRecord:
+    record = JobRecord(id=job_id, team="alpha", key_id="key_a", model="sora-2", upstream_model="sora-2",
+                       prompt="a red fox in the snow", size="720x1280", seconds=4, created_at=1_700_000_000.0)
+    return replace(record, **changes)
+
+
+def key(key_id: str, team: str, created_at: float, **changes: Any) -> KeyRecord:
+    return replace(KeyRecord(id=key_id, team=team, name=f"{key_id} name", hash=f"sha256:{key_id}",
+                             created_at=created_at), **changes)
+
+
+def ledger_row(request_id: str, at: float, **changes: Any) -> LedgerRow:
+    row = LedgerRow(request_id=request_id, time=at, team="alpha", key_id="key_a", model="sora-2",
+                    size="720x1280", seconds=4, outcome="pending")
+    return replace(row, **changes)
+
+
+# Differs from job("video_bare") in every column, so a column a backend drops or mangles shows up.
+FULL = JobRecord(
+    id="video_full", team="beta", key_id="key_b", model="sora-2-hd", upstream_model="sora-2-pro",
+    prompt="un renard — 狐狸 — 'quoted' \"twice\"", size="1280x720", seconds=12,
+    created_at=1_700_000_123.456789, status="completed", progress=87.25, upstream="relay-a",
+    upstream_key="relay-a#2", upstream_job_id="video_up_1", error_code="moderation",
+    error_message="refused: unsafe", refused=True, completed_at=1_700_000_456.125, cache_key="ck_1",
+    remixed_from="video_source", request_id="req_1", user="user-42", price=1.2,
+    has_thumbnail=True, deleted=True,
+)
+
+
+async def test_ping(database: Database) -> None:
+    assert await database.ping() is True
+
+
+async def test_job_round_trips_every_field(database: Database) -> None:
+    bare = job("video_bare")
+    assert all(getattr(FULL, name) != getattr(bare, name) for name in JobRecord.columns())
+
+    await database.insert_job(FULL)
+    await database.insert_job(bare)
+
+    assert await database.get_job("video_full") == FULL
+    assert await database.get_job("video_bare") == bare
+    assert await database.get_job("video_missing") is None
+
+
+async def test_update_job_sets_every_field_and_clears_back(database: Database) -> None:
+    bare = job("video_bare")
+    await database.insert_job(bare)
+    everything = {name: getattr(FULL, name) for name in JobRecord.columns() if name != "id"}
+
+    await database.update_job("video_bare", **everything)
+    assert await database.get_job("video_bare") == replace(FULL, id="video_bare")
+
+    defaults = {name: getattr(bare, name) for name in JobRecord.columns() if name != "id"}
+    await database.update_job("video_bare", **defaults)
+    assert await database.get_job("video_bare") == bare
+
+    await database.update_job("video_missing", status="failed")
+    assert await database.get_job("video_missing") is None
+
+
+async def test_active_jobs_are_those_still_running(database: Database) -> None:
+    for status in ("submitting", "queued", "in_progress", "completed", "failed"):
+        await database.insert_job(job(f"video_{status}", status=status))
+
+    active = await database.active_jobs()
+
+    assert sorted(j.id for j in active) == ["video_in_progress", "video_queued", "video_submitting"]
+    assert {j.status for j in active} == {"submitting", "queued", "in_progress"}
+
+
+@pytest.fixture
+async def listed(database: Database) -> list[str]:
+    """Team alpha's visible jobs, oldest first; two share a timestamp and sort by id, bytewise."""
+    records = [
+        job("video_1", created_at=100.0),
+        job("video_2", created_at=200.0),
+        job("video_3a", created_at=300.0),
+        job("video_3B", created_at=300.0),
+        job("video_4", created_at=400.0),
+        job("video_5", created_at=500.0),
+        job("video_other_team", team="beta", created_at=250.0),
+    ]
+    for record in records:
+        await database.insert_job(record)
+    await database.update_job("video_4", deleted=True)
+    return ["video_1", "video_2", "video_3B", "video_3a", "video_5"]
+
+
+async def page_ids(database: Database, after: str | None, limit: int, order: str) -> tuple[list[str], bool]:
+    jobs, has_more = await database.list_jobs("alpha", after=after, limit=limit, order=order)
+    return [j.id for j in jobs], has_more
+
+
+@pytest.mark.parametrize("order", ["asc", "desc"])
+async def test_list_jobs_orders_by_creation_then_id(database: Database, listed: list[str],
+                                                    order: str) -> None:
+    expected = listed if order == "asc" else listed[::-1]
+
+    assert await page_ids(database, None, 10, order) == (expected, False)
+    assert await page_ids(database, None, 5, order) == (expected, False)
+    assert await page_ids(database, None, 4, order) == (expected[:4], True)
+
+
+@pytest.mark.parametrize("order", ["asc", "desc"])
+@pytest.mark.parametrize("limit", [1, 2, 3, 5])
+async def test_list_jobs_pages_with_a_cursor(database: Database, listed: list[str], order: str,
+                                            limit: int) -> None:
+    expected = listed if order == "asc" else listed[::-1]
+    seen: list[str] = []
+    after = None
+    while True:
+        ids, has_more = await page_ids(database, after, limit, order)
+        seen += ids
+        assert has_more == (len(seen) < len(expected))
+        if not has_more:
+            break
+        after = ids[-1]
+    assert seen == expected
+
+
+async def test_list_jobs_cursor_edge_cases(database: Database, listed: list[str]) -> None:
+    assert await page_ids(database, "video_4", 2, "desc") == (["video_3a", "video_3B"], True)
+    assert await page_ids(database, "video_4", 2, "asc") == (["video_5"], False)
+    assert await page_ids(database, "video_5", 2, "asc") == ([], False)
+    assert await page_ids(database, "video_other_team", 2, "desc") == ([], False)
+    assert await page_ids(database, "video_missing", 2, "desc") == ([], False)
+    assert await database.list_jobs("nobody", after=None, limit=10, order="desc") == ([], False)
+
+
+async def test_find_cached_returns_the_newest_completed_job_within_the_ttl(database: Database) -> None:
+    await database.insert_job(job("video_old", status="completed", cache_key="ck", completed_at=1000.0))
+    await database.insert_job(job("video_new", status="completed", cache_key="ck", completed_at=2000.0))
+    await database.insert_job(job("video_failed", status="failed", cache_key="ck", completed_at=3000.0))
+    await database.insert_job(job("video_deleted", status="completed", cache_key="ck", completed_at=4000.0,
+                                  deleted=True))
+    await database.insert_job(job("video_running", status="in_progress", cache_key="ck"))
+    await database.insert_job(job("video_other", status="completed", cache_key="ck2", completed_at=5000.0))
+
+    assert (await database.find_cached("ck", 0.0)).id == "video_new"
+    assert (await database.find_cached("ck", 2000.0)).id == "video_new"
+    assert await database.find_cached("ck", 2000.5) is None
+    assert await database.find_cached("ck_missing", 0.0) is None
+
+
+async def test_expired_jobs_are_finished_undeleted_and_older_than_the_cutoff(database: Database) -> None:
+    await database.insert_job(job("video_completed", status="completed", completed_at=1000.0))
+    await database.insert_job(job("video_failed", status="failed", completed_at=2000.0))
+    await database.insert_job(job("video_recent", status="completed", completed_at=3000.0))
+    await database.insert_job(job("video_deleted", status="completed", completed_at=1000.0, deleted=True))
+    await database.insert_job(job("video_running", status="in_progress"))
+
+    expired = await database.expired_jobs(3000.0)
+
+    assert sorted(j.id for j in expired) == ["video_completed", "video_failed"]
+
+
+async def test_keys_insert_lookup_list_revoke_and_touch(database: Database) -> None:
+    first = key("key_1", "alpha", 100.0)
+    second = key("key_2", "beta", 200.0)
+    third = key("key_3", "alpha", 300.0, expires_at=9_999_999_999.5)
+    for record in (third, first, second):
+        await database.insert_key(record)
+
+    assert await database.key_by_hash("sha256:key_3") == third
+    assert await database.key_by_hash("sha256:missing") is None
+    assert await database.list_keys() == [first, second, third]
+    assert await database.list_keys("alpha") == [first, third]
+    assert await database.list_keys("nobody") == []
+
+    before = time.time()
+    assert await database.revoke_key("key_1") is True
+    assert await database.revoke_key("key_1") is False
+    assert await database.revoke_key("key_missing") is False
+    revoked_at = (await database.key_by_hash("sha256:key_1")).revoked_at
+    assert before <= revoked_at <= time.time()
+
+    await database.touch_keys({})
+    await database.touch_keys({"key_2": 500.0, "key_3": 600.25, "key_missing": 1.0})
+    assert await database.list_keys() == [replace(first, revoked_at=revoked_at),
+                                          replace(second, last_used_at=500.0),
+                                          replace(third, last_used_at=600.25)]
+
+
+async def test_ledger_insert_replaces_a_row_with_the_same_request_id(database: Database) -> None:
+    await database.ledger_insert(ledger_row("req_1", 100.0, user="u1", job_id="video_1", latency_ms=5.0))
+    replacement = ledger_row("req_1", 150.0, team="beta", key_id="key_b", model="sora-2-hd", size="1280x720",
+                             seconds=8, outcome="cache_hit", cost_usd=0.8, upstream="relay-a",
+                             upstream_key="relay-a#1")
+
+    await database.ledger_insert(replacement)
+
+    assert await database.ledger_rows(None, None, None) == [replacement]
+
+
+async def test_ledger_finish_touches_pending_rows_only(database: Database) -> None:
+    pending = ledger_row("req_pending", 100.0, latency_ms=7.5, upstream="relay-a", upstream_key="relay-a#1")
+    await database.ledger_insert(pending)
+    await database.ledger_insert(ledger_row("req_other", 200.0))
+
+    await database.ledger_finish("req_pending", "rejected", 0.0, None)
+    finished = replace(pending, outcome="rejected", cost_usd=0.0)
+    await database.ledger_finish("req_pending", "completed", 9.0, 1.0, "relay-b", "relay-b#9")
+    await database.ledger_finish("req_other", "completed", 0.4, 30.0, "relay-b", "relay-b#2")
+
+    assert await database.ledger_rows(None, None, None) == [
+        finished,
+        ledger_row("req_other", 200.0, outcome="completed", cost_usd=0.4, latency_ms=30.0, upstream="relay-b",
+                   upstream_key="relay-b#2"),
+    ]
+
+
+async def test_ledger_finish_job_closes_every_pending_row_of_the_job(database: Database) -> None:
+    rows = [
+        ledger_row("req_submitter", 100.0, job_id="video_1"),
+        ledger_row("req_joiner", 250.0, team="beta", job_id="video_1"),
+        ledger_row("req_cached", 300.0, job_id="video_1", outcome="cache_hit", latency_ms=2.0),
+        ledger_row("req_elsewhere", 400.0, job_id="video_2"),
+        ledger_row("req_no_job", 500.0),
+    ]
+    for row in rows:
+        await database.ledger_insert(row)
+
+    await database.ledger_finish_job("video_1", "completed", 0.4, "relay-a", "relay-a#1", finished_at=1000.0)
+
+    closed = {"outcome": "completed", "cost_usd": 0.4, "upstream": "relay-a", "upstream_key": "relay-a#1"}
+    assert await database.ledger_rows(None, None, None) == [
+        replace(rows[0], **closed, latency_ms=900_000.0),
+        replace(rows[1], **closed, latency_ms=750_000.0),
+        *rows[2:],
+    ]
+
+
+async def test_ledger_rows_filter_by_team_and_half_open_time_range(database: Database) -> None:
+    teams = {100: "alpha", 200: "alpha", 300: "beta", 400: "alpha"}
+    rows = [ledger_row(f"req_{at}", float(at), team=team) for at, team in teams.items()]
+    for row in reversed(rows):
+        await database.ledger_insert(row)
+
+    async def request_ids(team: str | None, since: float | None, until: float | None) -> list[str]:
+        return [r.request_id for r in await database.ledger_rows(team, since, until)]
+
+    assert await request_ids(None, None, None) == ["req_100", "req_200", "req_300", "req_400"]
+    assert await request_ids("alpha", None, None) == ["req_100", "req_200", "req_400"]
+    assert await request_ids(None, 200.0, None) == ["req_200", "req_300", "req_400"]
+    assert await request_ids(None, None, 300.0) == ["req_100", "req_200"]
+    assert await request_ids("alpha", 200.0, 400.0) == ["req_200"]
+    assert await request_ids("nobody", None, None) == []
+
+
+# PostgreSQL only: start-up, migrations and argument checks.
+
+async def test_concurrent_connects_on_an_empty_schema_all_succeed(postgres_schema: str) -> None:
+    databases = await asyncio.gather(*(PostgresDatabase.connect(POSTGRES_DSN, schema=postgres_schema,
+                                                                max_size=2) for _ in range(4)))
+    try:
+        versions = await databases[0].pool.fetch("SELECT version FROM schema_migrations ORDER BY version")
+        assert [r["version"] for r in versions] == [version for version, _ in MIGRATIONS]
+        assert await migrate(databases[1].pool) == []
+
+        await databases[2].insert_job(FULL)
+        assert await databases[3].get_job(FULL.id) == FULL
+    finally:
+        await asyncio.gather(*(db.close() for db in databases))
+
+
+async def test_connect_accepts_both_url_schemes(postgres_schema: str) -> None:
+    rest = POSTGRES_DSN.split("://", 1)[1]
+    for scheme in ("postgresql", "postgres"):
+        db = await PostgresDatabase.connect(f"{scheme}://{rest}", schema=postgres_schema)
+        assert await db.ping() is True
+        await db.close()
+
+    for dsn in ("sqlite:///data/gateway.db", "mysql://root@127.0.0.1/test", rest):
+        with pytest.raises(ValueError, match="postgresql://"):
+            await PostgresDatabase.connect(dsn)
+
+
+async def test_update_job_rejects_unknown_columns(postgres_schema: str) -> None:
+    db = await PostgresDatabase.connect(POSTGRES_DSN, schema=postgres_schema)
+    try:
+        await db.insert_job(job("video_1"))
+        with pytest.raises(ValueError, match="unknown job columns: nonsense"):
+            await db.update_job("video_1", status="failed", nonsense=1)
+        with pytest.raises(ValueError, match="unknown job columns"):
+            await db.update_job("video_1", **{"status = 'failed', team": "beta"})
+        assert await db.get_job("video_1") == job("video_1")
+    finally:
+        await db.close()
