@@ -1,6 +1,7 @@
 """The app factory: all wiring happens here, once, and is passed down."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -12,12 +13,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.api import admin, chat, models, videos
+from gateway.api import admin, chat, models, usage, videos
 from gateway.api.common import JSONResponse, services
 from gateway.api.errors import api_error_handler, http_exception_handler
 from gateway.api.middleware import RequestIdMiddleware
 from gateway.backends.quota_memory import MemoryQuotaStore
-from gateway.backends.sqlite import SQLiteDatabase
+from gateway.backends.database import open_database
 from gateway.backends.store import LocalVideoStore
 from gateway.config import Config, UpstreamConfig
 from gateway.core.auth import Authenticator
@@ -43,30 +44,46 @@ def build_upstream(config: UpstreamConfig) -> Upstream:
 
 
 class Gateway:
-    """Every long-lived part of one gateway process."""
+    """Every long-lived part of one gateway process. Parts that need the database exist after `start()`."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.started = int(time.time())
-        if config.storage.sqlite_path is None:
-            raise NotImplementedError("storage.database: only sqlite:/// is supported by this build")
-        self.db = SQLiteDatabase(config.storage.sqlite_path)
+        self._background: list[asyncio.Task] = []
         self.store = LocalVideoStore(config.storage.videos_dir)
         self.signer = LinkSigner(config.server.signing_secret, config.server.public_url, config.server.link_ttl_s)
-        self.auth = Authenticator(config, self.db)
         self.upstreams = {u.name: build_upstream(u) for u in config.upstreams}
         self.pools = {u.name: KeyPool.from_secrets(u.name, u.keys, u.max_concurrent_per_key)
                       for u in config.upstreams}
-        self.jobs = JobManager(config, self.db, self.store, self.upstreams, self.pools)
-        limits = ImageLimits(max_bytes=config.server.image_max_bytes, timeout_s=config.server.image_timeout_s)
         self.quotas = MemoryQuotaStore()
-        self.videos = VideoService(config, self.db, self.store, self.jobs, self.quotas, limits)
 
     async def start(self) -> None:
+        config = self.config
+        self.db = await open_database(config.storage)
+        self.auth = Authenticator(config, self.db)
+        self.jobs = JobManager(config, self.db, self.store, self.upstreams, self.pools)
+        limits = ImageLimits(max_bytes=config.server.image_max_bytes, timeout_s=config.server.image_timeout_s)
+        self.videos = VideoService(config, self.db, self.store, self.jobs, self.quotas, limits)
         await self.videos.start()
         await self.jobs.start()
+        self._background.append(asyncio.create_task(self._flush_key_use(), name="key-last-used"))
+
+    async def _flush_key_use(self) -> None:
+        """Write keys' last-used times in batches, off the request path."""
+        while True:
+            await asyncio.sleep(5.0)
+            await self.flush_key_use()
+
+    async def flush_key_use(self) -> None:
+        used, self.auth.last_used = self.auth.last_used, {}
+        if used:
+            await self.db.touch_keys(used)
 
     async def stop(self) -> None:
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await self.flush_key_use()
         await self.jobs.stop()
         for upstream in self.upstreams.values():
             await upstream.aclose()
@@ -108,7 +125,14 @@ def create_app(config: Config) -> Starlette:
         Route("/v1/chat/completions", chat.chat_completions, methods=["POST"]),
         Route("/v1/videos/{video_id}", videos.retrieve_video, methods=["GET"]),
         Route("/v1/videos/{video_id}/content", videos.video_content, methods=["GET", "HEAD"]),
+        Route("/v1/usage", usage.team_usage),
         Route("/admin/upstreams", admin.list_upstreams),
+        Route("/admin/teams", admin.list_teams),
+        Route("/admin/teams/{team}/keys", admin.create_team_key, methods=["POST"]),
+        Route("/admin/keys", admin.list_keys),
+        Route("/admin/keys/{key_id}", admin.revoke_key, methods=["DELETE"]),
+        Route("/admin/usage", admin.usage_report),
+        Route("/admin/store", admin.store_usage),
         Route("/admin/upstreams/{upstream}/keys/{label}/enable", admin.enable_upstream_key, methods=["POST"]),
     ]
     app = Starlette(

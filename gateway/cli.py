@@ -58,6 +58,33 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True)
     p.set_defaults(func=cmd_check_config)
 
+    keys = sub.add_parser("keys", help="create, list or revoke team keys stored in the database")
+    keys_sub = keys.add_subparsers(metavar="ACTION")
+    p = keys_sub.add_parser("create", help="print a new team key once; only its hash is stored")
+    p.add_argument("--config", required=True)
+    p.add_argument("--team", required=True)
+    p.add_argument("--name", default="unnamed")
+    p.add_argument("--expires", help="lifetime such as 30d, 12h or 90m (default: never)")
+    p.set_defaults(func=cmd_keys_create)
+    p = keys_sub.add_parser("list", help="list keys: id, team, name, created, last used — never the key")
+    p.add_argument("--config", required=True)
+    p.add_argument("--team")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.set_defaults(func=cmd_keys_list)
+    p = keys_sub.add_parser("revoke", help="revoke a key by id; it stops working at once")
+    p.add_argument("--config", required=True)
+    p.add_argument("key_id")
+    p.set_defaults(func=cmd_keys_revoke)
+
+    p = sub.add_parser("usage", help="usage report from the ledger")
+    p.add_argument("--config", required=True)
+    p.add_argument("--team")
+    p.add_argument("--since", help="YYYY-MM-DD, ISO 8601 time or epoch seconds (inclusive)")
+    p.add_argument("--until", help="YYYY-MM-DD (that whole day included), ISO 8601 time or epoch seconds")
+    p.add_argument("--group-by", choices=["day", "model", "key", "team"], default="day")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.set_defaults(func=cmd_usage)
+
     p = sub.add_parser("hash-key", help="print the sha256: entry to put in a team's keys for a key")
     p.add_argument("key", nargs="?", help="the key (read from standard input when omitted)")
     p.set_defaults(func=cmd_hash_key)
@@ -83,6 +110,110 @@ def cmd_hash_key(args: argparse.Namespace) -> int:
     key = args.key if args.key is not None else sys.stdin.readline().strip()
     print(hash_key(key))
     return 0
+
+
+def _with_database(args: argparse.Namespace, action):
+    from gateway.backends.database import open_database
+
+    config = load_config(args.config)
+
+    async def run():
+        db = await open_database(config.storage)
+        try:
+            return await action(config, db)
+        finally:
+            await db.close()
+
+    return asyncio.run(run())
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 1
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    from gateway.core.keys import create_key, parse_duration
+    from gateway.errors import APIError
+
+    async def action(config, db):
+        if config.team(args.team) is None:
+            return _fail(f"no team named {args.team!r} in {args.config} (teams: "
+                         f"{', '.join(t.name for t in config.teams) or 'none'})")
+        try:
+            lifetime = parse_duration(args.expires, "--expires") if args.expires else None
+        except APIError as exc:
+            return _fail(exc.message)
+        key, record = await create_key(db, args.team, args.name, lifetime)
+        print(key)
+        print(f"id {record.id}, team {record.team}, name {record.name}"
+              + (f", expires in {args.expires}" if args.expires else "")
+              + " — store the key now: it is not shown again", file=sys.stderr)
+        return 0
+
+    return _with_database(args, action)
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    import json
+
+    from gateway.core.keys import key_view
+
+    async def action(config, db):
+        views = [key_view(r) for r in await db.list_keys(args.team)]
+        if args.format == "json":
+            print(json.dumps(views, indent=2))
+            return 0
+        print(f"{'id':<22}  {'team':<14}  {'name':<16}  {'status':<8}  {'created':<16}  last used")
+        for v in views:
+            print(f"{v['id']:<22}  {v['team']:<14}  {v['name']:<16}  {v['status']:<8}  "
+                  f"{_when(v['created_at']):<16}  {_when(v['last_used_at'])}")
+        return 0
+
+    return _with_database(args, action)
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    async def action(config, db):
+        if not await db.revoke_key(args.key_id):
+            return _fail(f"no active key with id {args.key_id!r} (`sora-gateway keys list` shows them)")
+        print(f"revoked {args.key_id}")
+        return 0
+
+    return _with_database(args, action)
+
+
+def cmd_usage(args: argparse.Namespace) -> int:
+    import json
+
+    from gateway.core.ledger import parse_time, summarize, to_csv, to_table
+    from gateway.errors import APIError
+
+    async def action(config, db):
+        try:
+            since = parse_time(args.since, "--since")
+            until = parse_time(args.until, "--until", end=True)
+        except APIError as exc:
+            return _fail(exc.message)
+        data, total = summarize(await db.ledger_rows(args.team, since, until), args.group_by)
+        if args.format == "json":
+            print(json.dumps({"object": "usage", "team": args.team, "group_by": args.group_by, "data": data,
+                              "total": total}, indent=2))
+        elif args.format == "csv":
+            print(to_csv(data, args.group_by), end="")
+        else:
+            print(to_table(data, total, args.group_by))
+        return 0
+
+    return _with_database(args, action)
+
+
+def _when(epoch: int | None) -> str:
+    import datetime as dt
+
+    if not epoch:
+        return "never"
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

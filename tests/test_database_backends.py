@@ -93,7 +93,7 @@ FULL = JobRecord(
     upstream_key="relay-a#2", upstream_job_id="video_up_1", error_code="moderation",
     error_message="refused: unsafe", refused=True, completed_at=1_700_000_456.125, cache_key="ck_1",
     remixed_from="video_source", request_id="req_1", user="user-42", price=1.2,
-    has_thumbnail=True, deleted=True,
+    has_thumbnail=True, deleted=True, reservation_id="res_1",
 )
 
 

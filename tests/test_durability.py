@@ -1,4 +1,5 @@
-"""A gateway killed mid-job and started again finishes the job without paying for it twice."""
+"""A gateway killed mid-job and started again finishes the job without paying for it twice,
+and its ledger stays exact."""
 from __future__ import annotations
 
 import os
@@ -60,6 +61,8 @@ def test_sigkill_mid_job_then_restart_finishes_without_a_second_submission(tmp_p
                            timeout=30)
         assert video.status == "completed", video
         assert_playable_mp4(sdk.videos.download_content(video_id).read())
+        usage = sdk.get("/usage", cast_to=httpx.Response).json()
+        assert usage["total"] == {"requests": 1, "videos": 1, "video_seconds": 4, "cost_usd": 0.4}
     finally:
         second.send_signal(signal.SIGTERM)
         second.wait(15)

@@ -347,3 +347,13 @@ async def test_redis_keys_are_namespaced_and_expire(redis_stores) -> None:
     ttls = {key.split(":", 4)[4]: await store.redis.ttl(key) for key in keys}
     assert all(0 < ttl <= 32 * 86_400 for ttl in ttls.values()), ttls
     assert ttls["active"] <= RESERVATION_TTL_S
+
+
+async def test_memory_windows_do_not_move_back_with_the_clock() -> None:
+    store = MemoryQuotaStore()
+    limits = QuotaConfig(videos_per_day=1)
+    midnight = at("2025-03-15T00:00:00")
+    assert isinstance(await store.admit(TEAM, limits, JOB, now=midnight + 0.5), Admission)
+
+    assert isinstance(await store.admit(TEAM, limits, JOB, now=midnight - 0.2), Rejection)
+    assert isinstance(await store.admit(TEAM, limits, JOB, now=midnight + 1), Rejection)

@@ -6,8 +6,10 @@ import time
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.api.common import JSONResponse, require_admin, services
-from gateway.errors import APIError
+from gateway.api.common import JSONResponse, read_json, require_admin, services
+from gateway.core.keys import create_key, key_view, parse_duration
+from gateway.core.ledger import check_group, parse_time, summarize, to_csv
+from gateway.errors import APIError, bad_request
 
 
 async def list_upstreams(request: Request) -> Response:
@@ -36,3 +38,73 @@ async def enable_upstream_key(request: Request) -> Response:
         raise APIError(404, f"Upstream '{name}' has no key labelled '{label}'; GET /admin/upstreams lists them.",
                        code="not_found")
     return JSONResponse({"upstream": name, "key": pool.get(label).public(time.monotonic())})
+
+
+async def create_team_key(request: Request) -> Response:
+    require_admin(request)
+    gw = services(request)
+    team = request.path_params["team"]
+    if gw.config.team(team) is None:
+        raise APIError(404, f"No team named '{team}' in the gateway config.", code="not_found")
+    body = await read_json(request, 65536) if await request.body() else {}
+    if not isinstance(body, dict):
+        raise bad_request("The request body must be a JSON object like {\"name\": \"ci\", \"expires\": \"30d\"}.")
+    name = body.get("name") or "unnamed"
+    expires = body.get("expires")
+    if not isinstance(name, str) or (expires is not None and not isinstance(expires, str)):
+        raise bad_request("'name' and 'expires' must be strings, e.g. {\"name\": \"ci\", \"expires\": \"30d\"}.")
+    key, record = await create_key(gw.db, team, name, parse_duration(expires) if expires else None)
+    return JSONResponse({**key_view(record), "key": key}, status_code=201)
+
+
+async def list_keys(request: Request) -> Response:
+    require_admin(request)
+    records = await services(request).db.list_keys(request.query_params.get("team"))
+    return JSONResponse({"object": "list", "data": [key_view(r) for r in records]})
+
+
+async def revoke_key(request: Request) -> Response:
+    require_admin(request)
+    gw = services(request)
+    key_id = request.path_params["key_id"]
+    if not await gw.db.revoke_key(key_id):
+        raise APIError(404, f"No active key with id '{key_id}'; GET /admin/keys lists them.", code="not_found")
+    gw.auth.forget()
+    return JSONResponse({"id": key_id, "object": "api_key.revoked", "revoked": True})
+
+
+async def list_teams(request: Request) -> Response:
+    require_admin(request)
+    gw = services(request)
+    data = []
+    for team in gw.config.teams:
+        data.append({"name": team.name, "models": list(team.models) or list(gw.config.models),
+                     "quotas": {k: getattr(team.quotas, k) for k in team.quotas.__slots__},
+                     "usage": await gw.quotas.usage(team.name)})
+    return JSONResponse({"object": "list", "data": data})
+
+
+async def usage_report(request: Request) -> Response:
+    require_admin(request)
+    gw = services(request)
+    q = request.query_params
+    group = check_group(q.get("group_by"))
+    fmt = q.get("format", "json")
+    if fmt not in ("json", "csv"):
+        raise bad_request(f"Invalid value for 'format': {fmt!r}. Supported values are: 'json', 'csv'.", param="format")
+    rows = await gw.db.ledger_rows(q.get("team") or None, parse_time(q.get("since"), "since"),
+                                   parse_time(q.get("until"), "until", end=True))
+    data, total = summarize(rows, group)
+    if fmt == "csv":
+        return Response(to_csv(data, group), media_type="text/csv",
+                        headers={"content-disposition": 'attachment; filename="usage.csv"'})
+    return JSONResponse({"object": "usage", "team": q.get("team") or None, "group_by": group, "data": data,
+                         "total": total})
+
+
+async def store_usage(request: Request) -> Response:
+    require_admin(request)
+    gw = services(request)
+    return JSONResponse({"videos_dir": str(gw.store.root), "bytes": gw.store.usage_bytes(),
+                         "cache": {"enabled": gw.config.cache.enabled, "ttl_s": gw.config.cache.ttl_s,
+                                   "scope": gw.config.cache.scope}})

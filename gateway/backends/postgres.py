@@ -45,6 +45,7 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         CREATE INDEX ledger_team_time ON ledger (team, time);
         CREATE INDEX ledger_job ON ledger (job_id);
     """),
+    (2, "ALTER TABLE jobs ADD COLUMN reservation_id text"),
 )
 
 _MIGRATIONS_TABLE = """
@@ -137,8 +138,28 @@ class PostgresDatabase:
         return True
 
     # jobs
-    async def insert_job(self, job: JobRecord) -> None:
-        await self.pool.execute(_INSERT_JOB, *_job_values(_JOB_COLUMNS, job.values()))
+    async def insert_job(self, job: JobRecord, ledger: LedgerRow | None = None) -> None:
+        """Write a job and, in the same transaction, its ledger row (outcome 'pending')."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(_INSERT_JOB, *_job_values(_JOB_COLUMNS, job.values()))
+            if ledger is not None:
+                await conn.execute(_UPSERT_LEDGER, *(getattr(ledger, n) for n in _LEDGER_COLUMNS))
+
+    async def finish_job(self, job_id: str, changes: dict[str, Any], outcome: str, cost_usd: float) -> None:
+        """Record a job's end and close its pending ledger row in one transaction."""
+        unknown = changes.keys() - _JOB_COLUMN_SET
+        if unknown:
+            raise ValueError(f"unknown job columns: {', '.join(sorted(unknown))}")
+        assignments = ", ".join(f"{_ident(name)} = ${i}" for i, name in enumerate(changes, start=2))
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(f"UPDATE jobs SET {assignments} WHERE id = $1",
+                               job_id, *_job_values(changes.keys(), changes.values()))
+            await conn.execute(
+                "UPDATE ledger SET outcome = $1, cost_usd = $2, upstream = $3, upstream_key = $4,"
+                " latency_ms = ($5 - time) * 1000 WHERE job_id = $6 AND outcome = 'pending'",
+                outcome, cost_usd, changes.get("upstream"), changes.get("upstream_key"),
+                changes["completed_at"], job_id,
+            )
 
     async def update_job(self, job_id: str, **changes: Any) -> None:
         unknown = changes.keys() - _JOB_COLUMN_SET

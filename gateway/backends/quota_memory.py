@@ -6,11 +6,14 @@ interleave with another request's: that is what makes `admit` atomic here. Count
 """
 from __future__ import annotations
 
+import itertools
 import secrets
 import time
+from typing import NamedTuple
 
 from gateway.config import QuotaConfig
 from gateway.core.quota import (
+    MICROS_PER_USD,
     RESERVATION_TTL_S,
     Admission,
     Charge,
@@ -18,22 +21,17 @@ from gateway.core.quota import (
     admission,
     calendar_at,
     from_micros,
-    minute_at,
     rejection,
-    to_micros,
 )
 
 
-class _Reservation:
-    __slots__ = ("day", "expires_at", "micros", "month", "seconds", "videos")
-
-    def __init__(self, videos: int, seconds: int, micros: int, day: str, month: str, expires_at: float) -> None:
-        self.videos = videos
-        self.seconds = seconds
-        self.micros = micros
-        self.day = day
-        self.month = month
-        self.expires_at = expires_at
+class _Reservation(NamedTuple):
+    videos: int
+    seconds: int
+    micros: int
+    day: int  # UTC day number (days since the epoch)
+    month: str
+    expires_at: float
 
 
 class _TeamCounters:
@@ -44,7 +42,7 @@ class _TeamCounters:
     def __init__(self) -> None:
         self.minute = -1
         self.requests = 0
-        self.day = ""
+        self.day = -1
         self.videos = 0
         self.month = ""
         self.seconds = 0
@@ -52,18 +50,21 @@ class _TeamCounters:
         self.active: dict[str, _Reservation] = {}
 
     def roll(self, now: float) -> None:
-        minute = minute_at(now)
-        if self.minute != minute:
+        # Windows only move forward: a clock stepping back over a boundary keeps counting in the newer window
+        # instead of wiping it.
+        minute = int(now // 60)
+        if minute > self.minute:
             self.minute = minute
             self.requests = 0
-        calendar = calendar_at(now)
-        if self.day != calendar.day:
-            self.day = calendar.day
+        day = int(now // 86_400)
+        if day > self.day:
+            self.day = day
             self.videos = 0
-        if self.month != calendar.month:
-            self.month = calendar.month
-            self.seconds = 0
-            self.micros = 0
+            month = calendar_at(now).month
+            if month != self.month:
+                self.month = month
+                self.seconds = 0
+                self.micros = 0
 
     def expire(self, now: float) -> None:
         expired = [rid for rid, reservation in self.active.items() if reservation.expires_at <= now]
@@ -75,6 +76,10 @@ class MemoryQuotaStore:
     def __init__(self, reservation_ttl_s: float = RESERVATION_TTL_S) -> None:
         self.reservation_ttl_s = reservation_ttl_s
         self._teams: dict[str, _TeamCounters] = {}
+        # Ids outlive the process in job records and come back through `seed`, so they need a random part;
+        # a counter after it keeps minting them cheap.
+        self._id_prefix = secrets.token_hex(8) + "-"
+        self._ids = itertools.count(1)
 
     def _counters(self, team: str) -> _TeamCounters:
         counters = self._teams.get(team)
@@ -114,11 +119,11 @@ class MemoryQuotaStore:
                 return self._reject(
                     team, limits, "video_seconds_per_month", counters.seconds, charge.video_seconds, counters, now
                 )
-            micros = to_micros(charge.usd)
+            micros = round(charge.usd * MICROS_PER_USD)
             budget = limits.budget_usd_per_month
-            if budget is not None and counters.micros + micros > to_micros(budget):
+            if budget is not None and counters.micros + micros > round(budget * MICROS_PER_USD):
                 return self._reject(team, limits, "budget_usd_per_month", counters.micros, micros, counters, now)
-            reservation_id = secrets.token_hex(12)
+            reservation_id = f"{self._id_prefix}{next(self._ids):x}"
             self._reserve(counters, reservation_id, charge.videos, charge.video_seconds, micros, now)
         counters.requests += 1
         return admission(reservation_id, rpm_limit, counters.requests, now)
@@ -197,12 +202,11 @@ class MemoryQuotaStore:
         counters.roll(now)
         counters.videos = videos_today
         counters.seconds = seconds_month
-        counters.micros = to_micros(usd_month)
+        counters.micros = round(usd_month * MICROS_PER_USD)
         counters.active = {}
         for reservation_id, charge in active:
-            self._reserve(
-                counters, reservation_id, charge.videos, charge.video_seconds, to_micros(charge.usd), now
-            )
+            micros = round(charge.usd * MICROS_PER_USD)
+            self._reserve(counters, reservation_id, charge.videos, charge.video_seconds, micros, now)
 
     async def close(self) -> None:
         self._teams.clear()

@@ -20,6 +20,7 @@ of a few milliseconds only matters for requests that land on a window's edge.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import secrets
 import time
@@ -166,6 +167,9 @@ class RedisQuotaStore:
         self._settle = redis.register_script(SETTLE)
         self._refund = redis.register_script(REFUND)
         self._seed = redis.register_script(SEED)
+        # Unique across instances and restarts thanks to the random part; the counter keeps minting them cheap.
+        self._id_prefix = secrets.token_hex(8) + "-"
+        self._ids = itertools.count(1)
 
     def _base(self, team: str) -> str:
         return f"{self.prefix}quota:{{{team}}}:"
@@ -184,7 +188,7 @@ class RedisQuotaStore:
         base = self._base(team)
         minute = minute_at(now)
         calendar = calendar_at(now)
-        reservation_id = secrets.token_hex(12)
+        reservation_id = f"{self._id_prefix}{next(self._ids):x}" if count_job else ""
         budget = limits.budget_usd_per_month
         reply = await self._admit(
             keys=(
@@ -215,7 +219,7 @@ class RedisQuotaStore:
             ),
         )
         if reply[0] == 1:
-            return admission(reservation_id if count_job else None, limits.requests_per_minute, reply[1], now)
+            return admission(reservation_id or None, limits.requests_per_minute, reply[1], now)
         _, index, used, requests = reply
         limit = LIMITS[index - 1]
         requested = (1, 1, charge.videos, charge.video_seconds, to_micros(charge.usd))[index - 1]

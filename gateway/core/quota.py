@@ -226,7 +226,7 @@ def _overrun(limits: QuotaConfig, limit: str, used: int, requested: int) -> str:
 
 
 def _minute_reset_s(now: float) -> float:
-    return (minute_at(now) + 1) * 60 - now
+    return 60.0 - now % 60
 
 
 def _usd(micros: int) -> str:

@@ -1,0 +1,19 @@
+"""GET /v1/usage: the caller's own team usage."""
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.api.common import JSONResponse, authenticate, services
+from gateway.core.ledger import check_group, parse_time, summarize
+
+
+async def team_usage(request: Request) -> Response:
+    principal = await authenticate(request)
+    q = request.query_params
+    group = check_group(q.get("group_by"), ("day", "model", "key"))
+    rows = await services(request).db.ledger_rows(principal.team.name, parse_time(q.get("since"), "since"),
+                                                  parse_time(q.get("until"), "until", end=True))
+    data, total = summarize(rows, group)
+    return JSONResponse({"object": "usage", "team": principal.team.name, "group_by": group, "data": data,
+                         "total": total})

@@ -1,0 +1,94 @@
+"""Usage reports from the ledger: one row per request, grouped and totalled."""
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterable
+from datetime import datetime, timedelta, timezone
+
+from gateway.backends.records import LedgerRow
+from gateway.errors import bad_request
+
+GROUPS = ("day", "model", "key", "team")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def parse_time(value: str | None, param: str, *, end: bool = False) -> float | None:
+    """Epoch seconds, `YYYY-MM-DD` (UTC; as an `until`, the end of that day) or an ISO 8601 time."""
+    if value is None or value == "":
+        return None
+    if re.fullmatch(r"\d+(\.\d+)?", value):
+        return float(value)
+    try:
+        if _DATE.match(value):
+            day = datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=timezone.utc)
+            return (day + timedelta(days=1) if end else day).timestamp()
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise bad_request(f"Invalid value for '{param}': {value!r}. Use YYYY-MM-DD, an ISO 8601 time or epoch"
+                          " seconds.", param=param) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+def check_group(value: str | None, allowed: tuple[str, ...] = GROUPS) -> str:
+    group = value or "day"
+    if group not in allowed:
+        raise bad_request(f"Invalid value for 'group_by': {group!r}. Supported values are: "
+                          + ", ".join(f"'{g}'" for g in allowed) + ".", param="group_by")
+    return group
+
+
+def _group_value(row: LedgerRow, group: str) -> str:
+    if group == "day":
+        return datetime.fromtimestamp(row.time, timezone.utc).strftime("%Y-%m-%d")
+    if group == "model":
+        return row.model
+    if group == "key":
+        return row.key_id
+    return row.team
+
+
+def _empty() -> dict:
+    return {"requests": 0, "videos": 0, "video_seconds": 0, "cost_usd": 0.0}
+
+
+def _add(totals: dict, row: LedgerRow) -> None:
+    totals["requests"] += 1
+    if row.outcome == "completed":
+        totals["videos"] += 1
+        totals["video_seconds"] += row.seconds
+    totals["cost_usd"] = round(totals["cost_usd"] + row.cost_usd, 6)
+
+
+def summarize(rows: Iterable[LedgerRow], group: str) -> tuple[list[dict], dict]:
+    """Rows grouped by `group`, sorted by group value, plus the total (which equals the sum of the rows)."""
+    groups: dict[str, dict] = {}
+    total = _empty()
+    for row in rows:
+        _add(groups.setdefault(_group_value(row, group), _empty()), row)
+        _add(total, row)
+    data = [{group: name, **values} for name, values in sorted(groups.items())]
+    return data, total
+
+
+def to_csv(data: list[dict], group: str) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([group, "requests", "videos", "video_seconds", "cost_usd"])
+    for row in data:
+        writer.writerow([row[group], row["requests"], row["videos"], row["video_seconds"], f"{row['cost_usd']:.6f}"])
+    return out.getvalue()
+
+
+def to_table(data: list[dict], total: dict, group: str) -> str:
+    header = [group, "requests", "videos", "video_seconds", "cost_usd"]
+    lines = [[str(r[group]), str(r["requests"]), str(r["videos"]), str(r["video_seconds"]), f"{r['cost_usd']:.2f}"]
+             for r in data]
+    lines.append(["TOTAL", str(total["requests"]), str(total["videos"]), str(total["video_seconds"]),
+                  f"{total['cost_usd']:.2f}"])
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
+    fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    return "\n".join([fmt.format(*header), *(fmt.format(*line) for line in lines)])
