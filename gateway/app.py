@@ -67,6 +67,7 @@ class Gateway:
         await self.videos.start()
         await self.jobs.start()
         self._background.append(asyncio.create_task(self._flush_key_use(), name="key-last-used"))
+        self._background.append(asyncio.create_task(self.videos.sweep_forever(), name="store-sweep"))
 
     async def _flush_key_use(self) -> None:
         """Write keys' last-used times in batches, off the request path."""

@@ -298,13 +298,17 @@ class JobManager:
                 if attempt == 3 or exc.status in (400, 401, 403, 404):
                     raise
                 await asyncio.sleep(backoff_s(attempt + 1))
-        try:
-            thumb = await upstream.download(record.upstream_job_id, key, final, "thumbnail")
-            if thumb is not None:
-                await self.store.save(record.id, "thumbnail", thumb)
-                record.has_thumbnail = True
-        except Exception:  # noqa: BLE001 - a missing thumbnail never fails a finished video
-            log.warning("thumbnail download failed", extra={"job_id": record.id})
+        for variant in ("thumbnail", "spritesheet"):
+            try:
+                preview = await upstream.download(record.upstream_job_id, key, final, variant)
+                if preview is not None:
+                    await self.store.save(record.id, variant, preview)
+                    if variant == "thumbnail":
+                        record.has_thumbnail = True
+            except Exception:  # noqa: BLE001 - a missing preview never fails a finished video
+                log.warning("preview download failed", extra={"job_id": record.id, "variant": variant})
+        if record.deleted:  # deleted while it ran: it is accounted for as usual, but nothing is kept
+            self.store.delete(record.id)
         record.progress = 100.0
         await self._finish(record, "completed", None, None)
 

@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -65,9 +66,35 @@ class VideoService:
                 now=now,
             )
 
+    async def sweep_forever(self) -> None:
+        interval = min(max(self.config.cache.ttl_s / 2, 0.5), 300.0)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.sweep()
+            except Exception:  # noqa: BLE001 - the next round tries again
+                log.exception("store sweep failed")
+
+    async def sweep(self, now: float | None = None) -> int:
+        """Remove finished videos older than cache.ttl_s: their files, and their place in the cache."""
+        before = (now or time.time()) - self.config.cache.ttl_s
+        expired = await self.db.expired_jobs(before)
+        for record in expired:
+            self.store.delete(record.id)
+            await self.db.update_job(record.id, deleted=True)
+        if expired:
+            log.info("swept expired videos", extra={"count": len(expired)})
+        return len(expired)
+
     async def generate(self, principal: Principal, request: VideoRequest, request_id: str,
-                       control: CacheControl = CacheControl()) -> Generation:
-        image = await self._image(request.image_url)
+                       control: CacheControl = CacheControl(), image: ImageInput | None = None) -> Generation:
+        """Serve `request` from the cache, an identical job in flight, or a new job.
+
+        `image` is an input reference the caller already holds (an upload); without it, `request.image_url`
+        is loaded here.
+        """
+        if image is None:
+            image = await self._image(request.image_url)
         remix_source = await self._remix_source(principal, request.remix_of)
         team = principal.team.name
         cache = self.config.cache
@@ -76,12 +103,12 @@ class VideoService:
             found = await self._lookup(principal, request, request_id, key)
             if found is not None:
                 return found
-        if key is None or not control.lookup:
+        if key is None or not control.lookup or not control.store:
+            # no-cache starts a job of its own (still saved for later hits); no-store keeps it out entirely
             return await self._submit(principal, request, request_id, image, remix_source,
                                       key if key and control.store else None)
         generation, joined = await self.flights.run(
-            key, lambda: self._submit(principal, request, request_id, image, remix_source,
-                                      key if control.store else None))
+            key, lambda: self._submit(principal, request, request_id, image, remix_source, key))
         if joined:
             return await self._joined(principal, request, request_id, generation.handle)
         return generation
