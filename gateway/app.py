@@ -18,6 +18,7 @@ from gateway.api.common import JSONResponse, services
 from gateway.api.errors import api_error_handler, http_exception_handler
 from gateway.api.middleware import RequestIdMiddleware
 from gateway.backends.quota_memory import MemoryQuotaStore
+from gateway.backends.coordination import LocalCoordinator
 from gateway.backends.database import open_database
 from gateway.backends.store import LocalVideoStore
 from gateway.config import Config, UpstreamConfig
@@ -53,21 +54,45 @@ class Gateway:
         self.store = LocalVideoStore(config.storage.videos_dir)
         self.signer = LinkSigner(config.server.signing_secret, config.server.public_url, config.server.link_ttl_s)
         self.upstreams = {u.name: build_upstream(u) for u in config.upstreams}
-        self.pools = {u.name: KeyPool.from_secrets(u.name, u.keys, u.max_concurrent_per_key)
+        self.redis = None
+        if config.storage.redis:
+            import redis.asyncio as aioredis
+
+            from gateway.backends.coordination_redis import RedisCoordinator
+            from gateway.backends.quota_redis import RedisQuotaStore
+
+            self.redis = aioredis.from_url(config.storage.redis)
+            self.coordinator = RedisCoordinator(self.redis)
+            self.quotas = RedisQuotaStore(self.redis)
+        else:
+            self.coordinator = LocalCoordinator()
+            self.quotas = MemoryQuotaStore()
+        self.pools = {u.name: KeyPool.from_secrets(u.name, u.keys, u.max_concurrent_per_key, self.coordinator)
                       for u in config.upstreams}
-        self.quotas = MemoryQuotaStore()
 
     async def start(self) -> None:
         config = self.config
         self.db = await open_database(config.storage)
         self.auth = Authenticator(config, self.db)
-        self.jobs = JobManager(config, self.db, self.store, self.upstreams, self.pools)
+        self.jobs = JobManager(config, self.db, self.store, self.upstreams, self.pools, self.coordinator)
+        if self.coordinator.shared:
+            await self.coordinator.start(self.jobs.on_remote_status, self._key_changed)
+            for pool in self.pools.values():
+                await pool.sync()
         limits = ImageLimits(max_bytes=config.server.image_max_bytes, timeout_s=config.server.image_timeout_s)
         self.videos = VideoService(config, self.db, self.store, self.jobs, self.quotas, limits)
         await self.videos.start()
         await self.jobs.start()
         self._background.append(asyncio.create_task(self._flush_key_use(), name="key-last-used"))
         self._background.append(asyncio.create_task(self.videos.sweep_forever(), name="store-sweep"))
+
+    def _key_changed(self, label: str) -> None:
+        """Another instance cooled, disabled or re-enabled a key: adopt its view."""
+        pool = self.pools.get(label.rsplit(":", 1)[0])
+        if pool is not None:
+            task = asyncio.create_task(pool.sync([label]))
+            self._background.append(task)
+            task.add_done_callback(self._background.remove)
 
     async def _flush_key_use(self) -> None:
         """Write keys' last-used times in batches, off the request path."""
@@ -89,6 +114,7 @@ class Gateway:
         for upstream in self.upstreams.values():
             await upstream.aclose()
         await self.quotas.close()
+        await self.coordinator.close()
         await self.db.close()
 
 
@@ -124,8 +150,12 @@ def create_app(config: Config) -> Starlette:
         Route("/v1/models", models.list_models),
         Route("/v1/models/{model_id:path}", models.retrieve_model),
         Route("/v1/chat/completions", chat.chat_completions, methods=["POST"]),
+        Route("/v1/videos", videos.create_video, methods=["POST"]),
+        Route("/v1/videos", videos.list_videos, methods=["GET"]),
         Route("/v1/videos/{video_id}", videos.retrieve_video, methods=["GET"]),
+        Route("/v1/videos/{video_id}", videos.delete_video, methods=["DELETE"]),
         Route("/v1/videos/{video_id}/content", videos.video_content, methods=["GET", "HEAD"]),
+        Route("/v1/videos/{video_id}/remix", videos.remix_video, methods=["POST"]),
         Route("/v1/usage", usage.team_usage),
         Route("/admin/upstreams", admin.list_upstreams),
         Route("/admin/teams", admin.list_teams),

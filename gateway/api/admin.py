@@ -34,7 +34,7 @@ async def enable_upstream_key(request: Request) -> Response:
     pool = gw.pools.get(name)
     if pool is None:
         raise APIError(404, f"No upstream named '{name}'.", code="not_found")
-    if not pool.enable(label):
+    if not await pool.enable(label):
         raise APIError(404, f"Upstream '{name}' has no key labelled '{label}'; GET /admin/upstreams lists them.",
                        code="not_found")
     return JSONResponse({"upstream": name, "key": pool.get(label).public(time.monotonic())})

@@ -1,15 +1,46 @@
-"""The OpenAI Videos API, served for the gateway's own jobs."""
+"""The OpenAI Videos API, served for the gateway's own jobs.
+
+    POST   /v1/videos                       create (JSON or multipart; `input_reference` as a file or {image_url})
+    GET    /v1/videos                       list the team's videos (cursor paging: after, limit, order)
+    GET    /v1/videos/{id}                  retrieve, with `openai-poll-after-ms` while the job runs
+    DELETE /v1/videos/{id}                  delete the stored files and hide the video
+    GET    /v1/videos/{id}/content          the stored file (?variant=video|thumbnail|spritesheet)
+    POST   /v1/videos/{id}/remix            a new video from a completed one and a new prompt
+
+Every generation goes through `VideoService.generate`, exactly as chat completions do: the same keys, quotas,
+cache, ledger and upstream rotation. Ids are the gateway's own, so a video made through chat is visible here
+and the reverse.
+"""
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.datastructures import UploadFile
+from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
-from gateway.api.common import JSONResponse, authenticate, services
-from gateway.api.shapes import video_object
+from gateway.api.common import JSONResponse, authenticate, read_json, request_id, services, too_large
+from gateway.api.shapes import public_status, video_object
 from gateway.backends.records import JobRecord
 from gateway.backends.store import MEDIA_TYPES
+from gateway.config import ModelConfig
+from gateway.core.auth import Principal
+from gateway.core.cache import CacheControl
+from gateway.core.images import ImageError, load_image, sniff_mime
 from gateway.core.jobs import JobHandle
+from gateway.core.request import VideoRequest, check_seconds, check_size, reject_unknown_model
+from gateway.core.service import Generation
 from gateway.errors import APIError, bad_request
+from gateway.upstreams.base import ImageInput
+
+DEFAULT_MODEL = "sora-2"  # what OpenAI uses when a create names no model
+LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 20, 100
+POLL_AFTER_DEFAULT_MS = 1000
+POLL_AFTER_BOUNDS_MS = (250, 5000)
+_MAX_FORM_FILES, _MAX_FORM_FIELDS = 4, 64
 
 
 def _not_found(video_id: str) -> APIError:
@@ -17,6 +48,10 @@ def _not_found(video_id: str) -> APIError:
 
 
 async def own_job(request: Request, video_id: str, team: str) -> JobRecord:
+    """The job `video_id` of `team`; another team's, a deleted or an unknown id is the same 404.
+
+    For a running job this is the live record its poller updates, not a database snapshot.
+    """
     found = await services(request).jobs.find(video_id)
     record = found.record if isinstance(found, JobHandle) else found
     if record is None or record.team != team or record.deleted:
@@ -24,12 +59,248 @@ async def own_job(request: Request, video_id: str, team: str) -> JobRecord:
     return record
 
 
+# -- create -------------------------------------------------------------------------------------------------
+
+
+async def create_video(request: Request) -> Response:
+    """POST /v1/videos: start a job and answer at once with its Video object (a cache hit is already completed)."""
+    gw = services(request)
+    principal = await authenticate(request)
+    params = await read_params(request, gw.config.server.max_body_bytes)
+    prompt = _prompt(params)
+    model = _model(gw, principal, params.get("model") or DEFAULT_MODEL)
+    video_request = VideoRequest(
+        model=model,
+        prompt=prompt,
+        size=check_size(params.get("size"), model),
+        seconds=check_seconds(params.get("seconds"), model),
+        user=_user(params),
+    )
+    image = await _input_reference(gw, params.get("input_reference"))
+    control = CacheControl.parse(request.headers.get("cache-control"))
+    generation = await gw.videos.generate(principal, video_request, request_id(request), control, image=image)
+    return _generation_response(gw, generation)
+
+
+def _generation_response(gw, generation: Generation) -> Response:
+    return JSONResponse(video_object(generation.record, gw.signer.expiry()),
+                        headers={"x-cache": generation.cache, **generation.headers})
+
+
+def _prompt(params: dict[str, Any]) -> str:
+    prompt = params.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise bad_request("'prompt' is required: a non-empty string describing the video.", param="prompt")
+    return prompt
+
+
+def _user(params: dict[str, Any]) -> str | None:
+    user = params.get("user")
+    return user if isinstance(user, str) and user else None
+
+
+def _model(gw, principal: Principal, alias: Any) -> ModelConfig:
+    if not isinstance(alias, str):
+        raise bad_request("'model' must be a string naming one of the models this gateway offers.", param="model")
+    model = gw.config.models.get(alias)
+    if model is None:
+        raise reject_unknown_model(alias)
+    if not principal.team.may_use(alias):
+        raise APIError(403, f"Your team may not use the model '{alias}'. Ask your platform team to allow it.",
+                       code="model_not_allowed", param="model")
+    return model
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """A file part of a multipart body, read into memory (its size is bounded by `max_body_bytes`)."""
+
+    filename: str | None
+    content_type: str | None
+    data: bytes = field(repr=False)
+
+
+async def _input_reference(gw, value: Any) -> ImageInput | None:
+    if value is None or value == "":
+        return None
+    limits = gw.videos.image_limits
+    if isinstance(value, Upload):
+        if len(value.data) > limits.max_bytes:
+            raise bad_request(f"input_reference is larger than {limits.max_bytes} bytes; upload a smaller image.",
+                              param="input_reference")
+        mime = sniff_mime(value.data)
+        if mime is None:
+            raise bad_request("input_reference is not a JPEG, PNG or WebP image; upload one of those formats.",
+                              param="input_reference", code="unsupported_file")
+        return ImageInput(data=value.data, mime=mime)
+    if isinstance(value, dict):
+        url = value.get("image_url")
+        if url is None and value.get("file_id") is not None:
+            raise bad_request("input_reference.file_id is not supported by this gateway; upload the image as"
+                              " input_reference or send input_reference.image_url.", param="input_reference.file_id")
+        if not isinstance(url, str) or not url:
+            raise bad_request("input_reference.image_url must be an https URL or a data: URI of a JPEG, PNG or"
+                              " WebP image.", param="input_reference.image_url")
+        try:
+            return await load_image(url, limits)
+        except ImageError as exc:
+            raise bad_request(str(exc), param="input_reference.image_url") from None
+    raise bad_request("input_reference must be an uploaded image file or an object with 'image_url' (an https URL"
+                      " or a data: URI).", param="input_reference")
+
+
+async def read_params(request: Request, limit: int) -> dict[str, Any]:
+    """The body as a dict, from JSON, multipart or a urlencoded form, never reading more than `limit` bytes.
+
+    Form keys in bracket notation (`input_reference[image_url]`, as the OpenAI SDKs send them) become nested
+    dicts; file parts become `Upload`s.
+    """
+    content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        parser: MultiPartParser | FormParser = MultiPartParser(
+            request.headers, _bounded(request, limit), max_files=_MAX_FORM_FILES, max_fields=_MAX_FORM_FIELDS,
+            max_part_size=limit)
+    elif content_type == "application/x-www-form-urlencoded":
+        parser = FormParser(request.headers, _bounded(request, limit), max_fields=_MAX_FORM_FIELDS,
+                            max_part_size=limit)
+    else:
+        body = await read_json(request, limit)
+        if not isinstance(body, dict):
+            raise bad_request("The request body must be a JSON object.")
+        return body
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise bad_request(f"We could not parse the form body of your request: {exc.message}") from None
+    params: dict[str, Any] = {}
+    try:
+        for name, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                value = Upload(value.filename, value.content_type, await value.read())
+            outer, bracket, inner = name.partition("[")
+            if bracket and inner.endswith("]") and "[" not in inner:
+                nested = params.get(outer)
+                if not isinstance(nested, dict):
+                    nested = params[outer] = {}
+                nested[inner[:-1]] = value
+            else:
+                params[name] = value
+    finally:
+        await form.close()
+    return params
+
+
+async def _bounded(request: Request, limit: int) -> AsyncIterator[bytes]:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise too_large(limit)
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit)
+        yield chunk
+
+
+# -- list, retrieve, delete ------------------------------------------------------------------------------
+
+
+async def list_videos(request: Request) -> Response:
+    """GET /v1/videos: the caller's team's videos, newest first unless `order=asc`, in OpenAI's list shape."""
+    principal = await authenticate(request)
+    gw = services(request)
+    team = principal.team.name
+    query = request.query_params
+    limit = _limit(query.get("limit"))
+    order = query.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise bad_request(f"Invalid value for 'order': {order!r}. Supported values are: 'asc' and 'desc'.",
+                          param="order")
+    after = query.get("after") or None
+    if after is not None:
+        anchor = await gw.db.get_job(after)
+        if anchor is None or anchor.team != team:
+            raise bad_request(f"Invalid value for 'after': no video with id {after!r} in your list. Pass the"
+                              " last_id of the previous page.", param="after")
+    records, has_more = await gw.db.list_jobs(team, after=after, limit=limit, order=order)
+    expires = gw.signer.expiry()
+    data = [video_object(_live(gw, record), expires) for record in records]
+    return JSONResponse({
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": has_more,
+    })
+
+
+def _limit(raw: str | None) -> int:
+    if raw is None or raw == "":
+        return LIST_LIMIT_DEFAULT
+    try:
+        limit = int(raw)
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= LIST_LIMIT_MAX:
+        raise bad_request(f"Invalid value for 'limit': {raw!r}. Expected an integer from 1 to {LIST_LIMIT_MAX}.",
+                          param="limit")
+    return limit
+
+
+def _live(gw, record: JobRecord) -> JobRecord:
+    """The poller's up-to-date record for a running job (the database only holds coarse progress)."""
+    handle = gw.jobs.active.get(record.id)
+    return handle.record if handle is not None else record
+
+
 async def retrieve_video(request: Request) -> Response:
     principal = await authenticate(request)
     gw = services(request)
     record = await own_job(request, request.path_params["video_id"], principal.team.name)
-    headers = {} if record.status in ("completed", "failed") else {"openai-poll-after-ms": "1000"}
+    done = record.status in ("completed", "failed")
+    headers = {} if done else {"openai-poll-after-ms": str(poll_after_ms(gw, record))}
     return JSONResponse(video_object(record, gw.signer.expiry()), headers=headers)
+
+
+def poll_after_ms(gw, record: JobRecord) -> int:
+    """How long a poller should wait before asking again: the pace at which the gateway itself learns news.
+
+    A Videos-dialect job changes only when its upstream is polled, so polling the gateway faster than that
+    returns the same answer; chat relays push progress as it happens, for which the SDK's default is right.
+    """
+    upstream = next((u for u in gw.config.upstreams if u.name == record.upstream), None)
+    if upstream is None or upstream.kind != "videos":
+        return POLL_AFTER_DEFAULT_MS
+    low, high = POLL_AFTER_BOUNDS_MS
+    return int(min(max(upstream.poll_interval_s * 1000, low), high))
+
+
+async def delete_video(request: Request) -> Response:
+    """DELETE /v1/videos/{id}: remove the stored files and hide the video from every endpoint and the cache.
+
+    A video still being generated can be deleted too: it disappears at once, but its job runs to the end,
+    since the upstream cannot be told to stop. It keeps counting against the team's concurrent jobs until
+    then, its ledger row is closed as usual (the upstream charges for it), and whatever it produces is
+    discarded instead of stored (see `JobManager._store`). The row stays in the database for the ledger.
+    """
+    principal = await authenticate(request)
+    gw = services(request)
+    video_id = request.path_params["video_id"]
+    record = await own_job(request, video_id, principal.team.name)
+    await gw.db.update_job(video_id, deleted=True)
+    record.deleted = True  # for a running job, the live record: its poller discards the result
+    gw.store.delete(video_id)
+    if record.cache_key:
+        # An identical request must not join this job any more; finished results are already out of the
+        # cache, since lookups skip deleted jobs.
+        flight = gw.videos.flights.get(record.cache_key)
+        if flight is not None and flight.done() and not flight.exception() \
+                and flight.result().record.id == video_id:
+            gw.videos.flights.release(record.cache_key)
+    return JSONResponse({"id": video_id, "object": "video.deleted", "deleted": True})
+
+
+# -- content ----------------------------------------------------------------------------------------------
 
 
 async def video_content(request: Request) -> Response:
@@ -56,6 +327,48 @@ async def video_content(request: Request) -> Response:
                             " the status is 'completed'.", code="video_not_ready")
     path = gw.store.path(video_id, variant)
     if not path.is_file():
-        raise APIError(404, f"Video '{video_id}' has no {variant} content.", code="not_found", param="variant")
+        raise APIError(404, f"Video '{video_id}' has no {variant} content: the upstream that made it did not"
+                            f" provide one.", code="not_found", param="variant")
     return FileResponse(path, media_type=MEDIA_TYPES[variant], content_disposition_type="inline",
                         headers={"cache-control": "private, max-age=3600"})
+
+
+# -- remix ------------------------------------------------------------------------------------------------
+
+
+async def remix_video(request: Request) -> Response:
+    """POST /v1/videos/{id}/remix: a new video from one of the team's completed videos and a new prompt.
+
+    It takes the same path as a conversational remix in chat completions (`VideoRequest.remix_of`), so the
+    job goes to the upstream key that made the source, keeps its model, size and duration, and is priced,
+    cached and accounted like any other generation.
+    """
+    gw = services(request)
+    principal = await authenticate(request)
+    source = await own_job(request, request.path_params["video_id"], principal.team.name)
+    params = await read_params(request, gw.config.server.max_body_bytes)
+    prompt = _prompt(params)
+    _check_remixable(gw, source)
+    model = gw.config.models.get(source.model)
+    if model is None:
+        raise bad_request(f"Video '{source.id}' cannot be remixed: its model '{source.model}' is no longer offered"
+                          " by this gateway.", param="video_id", code="video_not_remixable")
+    if not principal.team.may_use(source.model):
+        raise APIError(403, f"Your team may not use the model '{source.model}' of this video. Ask your platform"
+                            " team to allow it.", code="model_not_allowed", param="video_id")
+    video_request = VideoRequest(model=model, prompt=prompt, size=source.size, seconds=source.seconds,
+                                 remix_of=source.id, user=_user(params))
+    control = CacheControl.parse(request.headers.get("cache-control"))
+    generation = await gw.videos.generate(principal, video_request, request_id(request), control)
+    return _generation_response(gw, generation)
+
+
+def _check_remixable(gw, source: JobRecord) -> None:
+    """Refuse clearly what `VideoService` would otherwise quietly turn into a fresh video."""
+    if source.status != "completed":
+        raise bad_request(f"Video '{source.id}' cannot be remixed: its status is '{public_status(source)}'; only completed"
+                          " videos can be remixed.", param="video_id", code="video_not_remixable")
+    upstream = next((u for u in gw.config.upstreams if u.name == source.upstream), None)
+    if upstream is None or upstream.kind != "videos":
+        raise bad_request(f"Video '{source.id}' cannot be remixed: the upstream that made it does not support"
+                          " remixing. Create a new video instead.", param="video_id", code="video_not_remixable")

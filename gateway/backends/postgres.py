@@ -145,21 +145,28 @@ class PostgresDatabase:
             if ledger is not None:
                 await conn.execute(_UPSERT_LEDGER, *(getattr(ledger, n) for n in _LEDGER_COLUMNS))
 
-    async def finish_job(self, job_id: str, changes: dict[str, Any], outcome: str, cost_usd: float) -> None:
-        """Record a job's end and close its pending ledger row in one transaction."""
+    async def finish_job(self, job_id: str, changes: dict[str, Any], outcome: str, cost_usd: float) -> bool:
+        """Record a job's end and close its pending ledger row in one transaction.
+
+        Only an unfinished job is finished: False means it had ended already, and nothing was changed.
+        """
         unknown = changes.keys() - _JOB_COLUMN_SET
         if unknown:
             raise ValueError(f"unknown job columns: {', '.join(sorted(unknown))}")
         assignments = ", ".join(f"{_ident(name)} = ${i}" for i, name in enumerate(changes, start=2))
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(f"UPDATE jobs SET {assignments} WHERE id = $1",
-                               job_id, *_job_values(changes.keys(), changes.values()))
+            status = await conn.execute(
+                f"UPDATE jobs SET {assignments} WHERE id = $1 AND status = ANY(${len(changes) + 2}::text[])",
+                job_id, *_job_values(changes.keys(), changes.values()), list(ACTIVE_STATES))
+            if status.endswith(" 0"):
+                return False
             await conn.execute(
                 "UPDATE ledger SET outcome = $1, cost_usd = $2, upstream = $3, upstream_key = $4,"
                 " latency_ms = ($5 - time) * 1000 WHERE job_id = $6 AND outcome = 'pending'",
                 outcome, cost_usd, changes.get("upstream"), changes.get("upstream_key"),
                 changes["completed_at"], job_id,
             )
+        return True
 
     async def update_job(self, job_id: str, **changes: Any) -> None:
         unknown = changes.keys() - _JOB_COLUMN_SET

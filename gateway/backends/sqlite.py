@@ -74,17 +74,25 @@ class SQLiteDatabase:
             if ledger is not None:
                 self._ledger_insert(ledger)
 
-    async def finish_job(self, job_id: str, changes: dict[str, Any], outcome: str, cost_usd: float) -> None:
-        """Record a job's end and close its pending ledger row in one transaction."""
+    async def finish_job(self, job_id: str, changes: dict[str, Any], outcome: str, cost_usd: float) -> bool:
+        """Record a job's end and close its pending ledger row in one transaction.
+
+        Only an unfinished job is finished: False means it had ended already, and nothing was changed.
+        """
         assignments = ", ".join(f"{name} = ?" for name in changes)
+        marks = ", ".join("?" for _ in ACTIVE_STATES)
         with self._transaction():
-            self.conn.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", (*changes.values(), job_id))
+            cur = self.conn.execute(f"UPDATE jobs SET {assignments} WHERE id = ? AND status IN ({marks})",
+                                    (*changes.values(), job_id, *ACTIVE_STATES))
+            if cur.rowcount == 0:
+                return False
             self.conn.execute(
                 "UPDATE ledger SET outcome = ?, cost_usd = ?, upstream = ?, upstream_key = ?,"
                 " latency_ms = (? - time) * 1000 WHERE job_id = ? AND outcome = 'pending'",
                 (outcome, cost_usd, changes.get("upstream"), changes.get("upstream_key"),
                  changes["completed_at"], job_id),
             )
+        return True
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:

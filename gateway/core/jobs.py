@@ -9,6 +9,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
+import orjson
+
+from gateway.backends.coordination import Coordinator, LocalCoordinator
 from gateway.backends.records import JobRecord, LedgerRow
 from gateway.backends.store import LocalVideoStore
 from gateway.config import Config, ModelConfig
@@ -23,11 +26,13 @@ from gateway.upstreams.base import (
     UpstreamStatus,
 )
 from gateway.upstreams.faults import Retry, backoff_s, decide
-from gateway.upstreams.keypool import KeyPool, KeyState
+from gateway.upstreams.keypool import KeyPool, KeySlot
 
 log = logging.getLogger("gateway.jobs")
 FinishHook = Callable[[JobRecord], Awaitable[None]]
 _PERSIST_STEP = 5.0  # write progress to the database every this many points
+LEASE_S = 10.0  # a job whose follower stops renewing is taken over by another instance after this
+_LIVE_FIELDS = ("status", "progress", "error_code", "error_message", "refused", "completed_at", "has_thumbnail")
 
 
 def new_video_id() -> str:
@@ -37,15 +42,32 @@ def new_video_id() -> str:
 class JobHandle:
     """The live state of one job, shared by its poller and every client waiting on it."""
 
-    __slots__ = ("record", "version", "_event", "task", "key_state", "persisted_progress")
+    __slots__ = ("record", "version", "_event", "task", "slot", "persisted_progress")
 
     def __init__(self, record: JobRecord) -> None:
         self.record = record
         self.version = 0
         self._event = asyncio.Event()
-        self.task: asyncio.Task | None = None
-        self.key_state: KeyState | None = None
+        self.task: asyncio.Task | None = None  # the poller, when this instance follows the job
+        self.slot: KeySlot | None = None
         self.persisted_progress = record.progress
+
+    def live_state(self) -> bytes:
+        return orjson.dumps({name: getattr(self.record, name) for name in _LIVE_FIELDS})
+
+    def adopt(self, record: JobRecord | dict) -> bool:
+        """Take a newer state seen elsewhere (another instance, the database); True when it changed."""
+        values = record if isinstance(record, dict) else {n: getattr(record, n) for n in _LIVE_FIELDS}
+        if self.done:
+            return False
+        changed = False
+        for name in _LIVE_FIELDS:
+            if name in values and getattr(self.record, name) != values[name]:
+                setattr(self.record, name, values[name])
+                changed = True
+        if changed:
+            self.publish()
+        return changed
 
     @property
     def done(self) -> bool:
@@ -76,7 +98,7 @@ class JobHandle:
 @dataclass(frozen=True, slots=True)
 class Submitted:
     upstream: str
-    key: KeyState
+    slot: KeySlot
     upstream_id: str
 
 
@@ -88,37 +110,91 @@ class JobManager:
         store: LocalVideoStore,
         upstreams: dict[str, Upstream],
         pools: dict[str, KeyPool],
+        coordinator: Coordinator | None = None,
     ) -> None:
         self.config = config
         self.db = db
         self.store = store
         self.upstreams = upstreams
         self.pools = pools
-        self.active: dict[str, JobHandle] = {}
+        self.coordinator = coordinator or LocalCoordinator()
+        self.active: dict[str, JobHandle] = {}  # jobs this instance follows
+        self.watched: dict[str, JobHandle] = {}  # jobs another instance follows, with clients waiting here
         self.finish_hooks: list[FinishHook] = []
-        self._ticker: asyncio.Task | None = None
+        self._tasks: list[asyncio.Task] = []
 
     # lifecycle
     async def start(self) -> None:
         await self.resume()
-        self._ticker = asyncio.create_task(self._tick(), name="keepalive-ticker")
+        self._tasks.append(asyncio.create_task(self._tick(), name="keepalive-ticker"))
+        self._tasks.append(asyncio.create_task(self._leases(), name="job-leases"))
 
     async def stop(self) -> None:
-        """Stop following jobs without failing them: they stay active in the database and resume later."""
-        if self._ticker:
-            self._ticker.cancel()
+        """Stop following jobs without failing them: they stay active in the database and resume later
+        (here after a restart, or on another instance once their lease runs out)."""
+        for task in self._tasks:
+            task.cancel()
         tasks = [h.task for h in self.active.values() if h.task]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for handle in self.active.values():
+        await asyncio.gather(*self._tasks, *tasks, return_exceptions=True)
+        for handle in list(self.active.values()):
+            if handle.slot is not None:
+                await self.pools[handle.record.upstream].release(handle.slot)
+            await self.coordinator.release(handle.record.id)
             handle.wake()
 
     async def _tick(self) -> None:
+        """Keep-alives for every waiting stream from one timer; watched jobs are re-read as a safety net."""
         while True:
             await asyncio.sleep(self.config.server.ping_interval_s)
             for handle in list(self.active.values()):
                 handle.wake()
+            for job_id, handle in list(self.watched.items()):
+                record = await self.db.get_job(job_id)
+                if record is not None and not handle.adopt(record):
+                    handle.wake()
+                if handle.done:
+                    self.watched.pop(job_id, None)
+
+    async def _leases(self) -> None:
+        """Renew this instance's job leases and key slots; take over jobs whose follower went away."""
+        while True:
+            await asyncio.sleep(LEASE_S / 4 if self.coordinator.shared else 30.0)
+            try:
+                await self._renew()
+                if self.coordinator.shared:
+                    await self.take_over()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the next round tries again
+                log.exception("lease round failed")
+
+    async def _renew(self) -> None:
+        followed = list(self.active)
+        owned = set(await self.coordinator.renew(followed, LEASE_S))
+        for job_id in followed:
+            handle = self.active.get(job_id)
+            if handle is None:
+                continue
+            if job_id not in owned and self.coordinator.shared:
+                log.warning("job lease lost; another instance follows it now", extra={"job_id": job_id})
+                if handle.task:
+                    handle.task.cancel()
+                self.active.pop(job_id, None)
+                self.watched[job_id] = handle
+                continue
+            if handle.slot is not None:
+                await self.pools[handle.record.upstream].renew(handle.slot)
+
+    async def on_remote_status(self, job_id: str, payload: bytes) -> None:
+        """A status published by the instance that follows the job."""
+        handle = self.watched.get(job_id)
+        if handle is None:
+            return
+        handle.adopt(orjson.loads(payload))
+        if handle.done:
+            self.watched.pop(job_id, None)
 
     # submitting
     async def submit(
@@ -133,11 +209,12 @@ class JobManager:
         remix_source: JobRecord | None = None,
         reservation_id: str | None = None,
         ledger: LedgerRow | None = None,
+        job_id: str | None = None,
     ) -> JobHandle:
         """Write the job, hand it to an upstream, and start its poller. Raises APIError when no upstream takes it."""
         model = request.model
         record = JobRecord(
-            id=new_video_id(), team=team, key_id=key_id, model=model.name, upstream_model=model.upstream_model,
+            id=job_id or new_video_id(), team=team, key_id=key_id, model=model.name, upstream_model=model.upstream_model,
             prompt=request.prompt, size=request.size, seconds=request.seconds, created_at=time.time(),
             cache_key=cache_key, remixed_from=remix_source.id if remix_source else None,
             request_id=request_id, user=request.user, price=request.price, reservation_id=reservation_id,
@@ -145,6 +222,7 @@ class JobManager:
         if ledger is not None:
             ledger.job_id = record.id
         await self.db.insert_job(record, ledger)
+        await self.coordinator.claim(record.id, LEASE_S)
         spec = GenerationSpec(
             upstream_model=model.upstream_model, prompt=request.prompt, size=request.size,
             seconds=request.seconds, image=image,
@@ -159,14 +237,15 @@ class JobManager:
             await self._finish(record, "failed", "gateway_error", "the gateway stopped before the upstream answered")
             raise
         record.upstream = submitted.upstream
-        record.upstream_key = submitted.key.key.label
+        record.upstream_key = submitted.slot.key.label
         record.upstream_job_id = submitted.upstream_id
         record.status = "queued"
         await self.db.update_job(record.id, upstream=record.upstream, upstream_key=record.upstream_key,
                                  upstream_job_id=record.upstream_job_id, status="queued")
         handle = JobHandle(record)
-        handle.key_state = submitted.key
+        handle.slot = submitted.slot
         self._follow(handle)
+        await self.coordinator.publish(record.id, handle.live_state())
         log.info("job submitted", extra={"job_id": record.id, "team": team, "upstream": record.upstream,
                                          "upstream_key": record.upstream_key})
         return handle
@@ -180,20 +259,20 @@ class JobManager:
             tried: set[str] = set()
             attempt = 0
             while time.monotonic() < deadline:
-                state = self._pinned(pool, remix_source) if remix_source else pool.acquire(tried)
-                if state is None:
+                slot = await self._pinned(pool, remix_source) if remix_source else await pool.acquire(tried)
+                if slot is None:
                     if pool.exhausted() or remix_source:
                         break
                     await pool.wait_for_slot(deadline - time.monotonic())
                     continue
-                tried.add(state.key.label)
+                tried.add(slot.key.label)
                 try:
-                    upstream_id = await upstream.submit(spec, state.key)
+                    upstream_id = await upstream.submit(spec, slot.key)
                 except UpstreamError as exc:
-                    pool.release(state)
+                    await pool.release(slot)
                     decision = decide(exc.status)
-                    pool.failed(state, decision.key, _reason(exc), exc.retry_after)
-                    log.warning("upstream submit failed", extra={"upstream": name, "upstream_key": state.key.label,
+                    await pool.failed(slot.state, decision.key, _reason(exc), exc.retry_after)
+                    log.warning("upstream submit failed", extra={"upstream": name, "upstream_key": slot.key.label,
                                                                  "status": exc.status, "error": exc.message})
                     if decision.retry is Retry.NO:
                         raise _client_error(exc) from None
@@ -202,16 +281,18 @@ class JobManager:
                         attempt += 1
                         await asyncio.sleep(min(backoff_s(attempt), max(0.0, deadline - time.monotonic())))
                     continue
-                pool.succeeded(state)
-                return Submitted(name, state, upstream_id)
+                except BaseException:
+                    await pool.release(slot)
+                    raise
+                pool.succeeded(slot.state)
+                return Submitted(name, slot, upstream_id)
         raise self._unavailable(names, last_error)
 
-    def _pinned(self, pool: KeyPool, source: JobRecord) -> KeyState | None:
+    async def _pinned(self, pool: KeyPool, source: JobRecord) -> KeySlot | None:
         state = pool.get(source.upstream_key)
         if state is None or state.state(time.monotonic()) != "healthy":
             return None
-        pool.hold(state)
-        return state
+        return await pool.hold(source.upstream_key)
 
     def _unavailable(self, names: tuple[str, ...], last_error: UpstreamError | None) -> APIError:
         waits = [w for n in names if (w := self.pools[n].earliest_recovery()) is not None]
@@ -231,7 +312,7 @@ class JobManager:
     async def _run(self, handle: JobHandle) -> None:
         record = handle.record
         upstream = self.upstreams[record.upstream]
-        key = handle.key_state.key
+        key = handle.slot.key
         budget = self.config.upstream(record.upstream).job_timeout_s - (time.time() - record.created_at)
         final: UpstreamStatus | None = None
         try:
@@ -261,15 +342,17 @@ class JobManager:
                                    final.error_message or "the upstream reported a failure", refused=final.refused)
         finally:
             if record.status in ("completed", "failed"):
-                self._done(handle)
+                await self._done(handle)
 
-    def _done(self, handle: JobHandle) -> None:
+    async def _done(self, handle: JobHandle) -> None:
         pool = self.pools.get(handle.record.upstream)
-        if pool is not None and handle.key_state is not None:
-            pool.release(handle.key_state)
-            handle.key_state = None
+        if pool is not None and handle.slot is not None:
+            slot, handle.slot = handle.slot, None
+            await pool.release(slot)
         self.active.pop(handle.record.id, None)
         handle.publish()
+        await self.coordinator.publish(handle.record.id, handle.live_state())
+        await self.coordinator.release(handle.record.id)
 
     async def _progress(self, handle: JobHandle, status: UpstreamStatus) -> None:
         record = handle.record
@@ -282,11 +365,12 @@ class JobManager:
             handle.persisted_progress = progress
             await self.db.update_job(record.id, status=record.status, progress=progress)
         handle.publish()
+        await self.coordinator.publish(record.id, handle.live_state())
 
     async def _store(self, handle: JobHandle, final: UpstreamStatus) -> None:
         record = handle.record
         upstream = self.upstreams[record.upstream]
-        key = handle.key_state.key
+        key = handle.slot.key
         for attempt in range(4):
             try:
                 chunks = await upstream.download(record.upstream_job_id, key, final, "video")
@@ -321,7 +405,11 @@ class JobManager:
         changes = {"status": status, "progress": record.progress, "error_code": code, "error_message": message,
                    "refused": refused, "completed_at": now, "has_thumbnail": record.has_thumbnail,
                    "upstream": record.upstream, "upstream_key": record.upstream_key}
-        await self.db.finish_job(record.id, changes, outcome, record.price if outcome == "completed" else 0.0)
+        finished = await self.db.finish_job(record.id, changes, outcome,
+                                            record.price if outcome == "completed" else 0.0)
+        if not finished:  # another instance finished it first: its accounting stands
+            log.info("job already finished elsewhere", extra={"job_id": record.id})
+            return
         log.info("job finished", extra={"job_id": record.id, "status": status, "error_code": code})
         for hook in self.finish_hooks:
             try:
@@ -330,31 +418,62 @@ class JobManager:
                 log.exception("finish hook failed", extra={"job_id": record.id})
 
     async def resume(self) -> int:
-        """Follow again every job a previous process left unfinished."""
+        """Follow again every unfinished job no live instance follows (after a restart, or a crash elsewhere)."""
+        return await self.take_over()
+
+    async def take_over(self) -> int:
         resumed = 0
         for record in await self.db.active_jobs():
+            if record.id in self.active or not await self.coordinator.claim(record.id, LEASE_S):
+                continue
+            watched = self.watched.pop(record.id, None)
             pool = self.pools.get(record.upstream)
-            state = pool.get(record.upstream_key) if pool else None
-            if not record.upstream_job_id or state is None:
+            slot = await pool.hold(record.upstream_key) if pool and record.upstream_job_id else None
+            if slot is None:
                 reason = ("the gateway stopped before the upstream accepted the job" if not record.upstream_job_id
                           else "the upstream key that created the job is no longer configured")
                 await self._finish(record, "failed", "upstream_error", reason)
+                await self.coordinator.release(record.id)
+                if watched is not None:
+                    watched.adopt(record)
                 continue
-            pool.hold(state)
-            handle = JobHandle(record)
-            handle.key_state = state
+            handle = watched or JobHandle(record)
+            if watched is not None:
+                watched.adopt(record)
+            handle.slot = slot
             self._follow(handle)
             resumed += 1
         if resumed:
-            log.info("resumed unfinished jobs", extra={"count": resumed})
+            log.info("resumed unfinished jobs", extra={"count": resumed, "instance": self.coordinator.instance_id})
         return resumed
 
     # reading
     async def find(self, job_id: str) -> JobHandle | JobRecord | None:
-        handle = self.active.get(job_id)
+        handle = self.active.get(job_id) or self.watched.get(job_id)
         if handle is not None:
             return handle
         return await self.db.get_job(job_id)
+
+    async def attach(self, job_id: str, wait_s: float = 5.0) -> JobHandle | None:
+        """A handle on any job, followed here or elsewhere, that a client can wait on."""
+        handle = self.active.get(job_id) or self.watched.get(job_id)
+        if handle is not None:
+            return handle
+        deadline = time.monotonic() + wait_s
+        while True:
+            record = await self.db.get_job(job_id)
+            if record is not None or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)  # the instance that claimed the flight is still writing the job
+        if record is None:
+            return None
+        handle = self.active.get(job_id) or self.watched.get(job_id)
+        if handle is not None:
+            return handle
+        handle = JobHandle(record)
+        if not handle.done:
+            self.watched[job_id] = handle
+        return handle
 
     async def wait(self, handle: JobHandle) -> JobRecord:
         async for _ in handle.changes():

@@ -16,7 +16,7 @@ from gateway.config import Config
 from gateway.core.auth import Principal
 from gateway.core.cache import CacheControl, SingleFlight, cache_key
 from gateway.core.images import ImageError, ImageLimits, load_image
-from gateway.core.jobs import JobHandle, JobManager
+from gateway.core.jobs import JobHandle, JobManager, new_video_id
 from gateway.core.quota import Admission, Charge, QuotaStore, Rejection, calendar_at
 from gateway.core.request import VideoRequest
 from gateway.errors import APIError, bad_request
@@ -108,10 +108,29 @@ class VideoService:
             return await self._submit(principal, request, request_id, image, remix_source,
                                       key if key and control.store else None)
         generation, joined = await self.flights.run(
-            key, lambda: self._submit(principal, request, request_id, image, remix_source, key))
-        if joined:
+            key, lambda: self._submit_once(principal, request, request_id, image, remix_source, key))
+        if joined or generation.cache == "joined":
             return await self._joined(principal, request, request_id, generation.handle)
         return generation
+
+    async def _submit_once(self, principal: Principal, request: VideoRequest, request_id: str,
+                           image: ImageInput | None, remix_source: JobRecord | None, key: str) -> Generation:
+        """Submit unless another instance already runs the same request; then follow its job instead."""
+        coordinator = self.jobs.coordinator
+        job_id = new_video_id()
+        if coordinator.shared:
+            ttl = max(self.config.upstream(u).job_timeout_s for u in request.model.upstreams) + 60
+            existing = await coordinator.flight_claim(key, job_id, ttl)
+            if existing is not None:
+                handle = await self.jobs.attach(existing)
+                if handle is not None and handle.record.status != "failed":
+                    return Generation(handle.record, handle, "joined", {})
+        try:
+            return await self._submit(principal, request, request_id, image, remix_source, key, job_id=job_id)
+        except BaseException:
+            if coordinator.shared:
+                await coordinator.flight_release(key, job_id)
+            raise
 
     async def _lookup(self, principal: Principal, request: VideoRequest, request_id: str,
                       key: str) -> Generation | None:
@@ -145,7 +164,8 @@ class VideoService:
         return rate_headers(answer)
 
     async def _submit(self, principal: Principal, request: VideoRequest, request_id: str,
-                      image: ImageInput | None, remix_source: JobRecord | None, key: str | None) -> Generation:
+                      image: ImageInput | None, remix_source: JobRecord | None, key: str | None,
+                      job_id: str | None = None) -> Generation:
         team = principal.team
         answer = await self.quotas.admit(team.name, team.quotas, _charge(request.seconds, request.price))
         if isinstance(answer, Rejection):
@@ -154,7 +174,7 @@ class VideoService:
         try:
             handle = await self.jobs.submit(
                 request, image, team=team.name, key_id=principal.key_id, request_id=request_id, cache_key=key,
-                remix_source=remix_source, reservation_id=answer.reservation_id,
+                remix_source=remix_source, reservation_id=answer.reservation_id, job_id=job_id,
                 ledger=self._ledger_row(principal, request, request_id, "pending"),
             )
         except APIError as exc:
@@ -168,6 +188,8 @@ class VideoService:
                 await self.quotas.settle(record.team, record.reservation_id)
             else:
                 await self.quotas.refund(record.team, record.reservation_id)
+        if record.cache_key and self.jobs.coordinator.shared:
+            await self.jobs.coordinator.flight_release(record.cache_key, record.id)
         if record.cache_key:
             flight = self.flights.get(record.cache_key)
             if flight is not None and flight.done() and not flight.exception() \

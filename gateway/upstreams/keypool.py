@@ -1,4 +1,9 @@
-"""A pool of upstream keys: rotation to the healthiest, least-busy key, cooldowns and disabling."""
+"""A pool of upstream keys: rotation to the healthiest, least-busy key, cooldowns and disabling.
+
+With a shared coordinator, cooldowns and disabled keys are published to every instance, and a key's
+concurrency slots are leased in Redis so they add up across instances and free themselves when an
+instance dies.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -6,8 +11,11 @@ import hashlib
 import time
 from dataclasses import dataclass, field
 
+from gateway.backends.coordination import Coordinator, KeyHealth, LocalCoordinator, wall_to_monotonic
 from gateway.upstreams.base import UpstreamKey
 from gateway.upstreams.faults import KeyEffect, cooldown_s
+
+SLOT_LEASE_S = 60.0  # renewed while the job runs; a dead instance's slots expire after this
 
 
 def key_label(upstream: str, secret: str) -> str:
@@ -19,7 +27,7 @@ def key_label(upstream: str, secret: str) -> str:
 class KeyState:
     key: UpstreamKey
     in_flight: int = 0
-    cooling_until: float = 0.0
+    cooling_until: float = 0.0  # monotonic
     disabled: bool = False
     disabled_reason: str | None = None
     successes: int = 0
@@ -48,18 +56,32 @@ class KeyState:
         }
 
 
+@dataclass(slots=True)
+class KeySlot:
+    """One job's hold on a key: released when the job ends."""
+
+    state: KeyState
+    token: str
+
+    @property
+    def key(self) -> UpstreamKey:
+        return self.state.key
+
+
 @dataclass
 class KeyPool:
     upstream: str
     max_concurrent: int
     states: list[KeyState] = field(default_factory=list)
+    coordinator: Coordinator = field(default_factory=LocalCoordinator)
 
     def __post_init__(self) -> None:
         self._freed = asyncio.Event()
 
     @classmethod
-    def from_secrets(cls, upstream: str, secrets: tuple[str, ...], max_concurrent: int) -> KeyPool:
-        pool = cls(upstream, max_concurrent)
+    def from_secrets(cls, upstream: str, secrets: tuple[str, ...], max_concurrent: int,
+                     coordinator: Coordinator | None = None) -> KeyPool:
+        pool = cls(upstream, max_concurrent, coordinator=coordinator or LocalCoordinator())
         for secret in secrets:
             pool.states.append(KeyState(UpstreamKey(upstream, key_label(upstream, secret), secret)))
         return pool
@@ -67,41 +89,52 @@ class KeyPool:
     def get(self, label: str) -> KeyState | None:
         return next((s for s in self.states if s.key.label == label), None)
 
-    def acquire(self, avoid: set[str] = frozenset(), now: float | None = None) -> KeyState | None:
+    async def acquire(self, avoid: set[str] = frozenset()) -> KeySlot | None:
         """Take a slot on the best usable key, preferring keys not in `avoid`; None when none is free."""
-        now = time.monotonic() if now is None else now
+        now = time.monotonic()
         usable = [s for s in self.states if s.state(now) == "healthy" and s.in_flight < self.max_concurrent]
-        if not usable:
-            return None
         fresh = [s for s in usable if s.key.label not in avoid] or usable
-        best = min(fresh, key=lambda s: (s.strikes, s.in_flight, s.last_used))
-        best.in_flight += 1
-        best.last_used = now
-        return best
+        for state in sorted(fresh, key=lambda s: (s.strikes, s.in_flight, s.last_used)):
+            token = await self.coordinator.key_acquire(state.key.label, self.max_concurrent, SLOT_LEASE_S)
+            if token is None:
+                continue
+            state.in_flight += 1
+            state.last_used = now
+            return KeySlot(state, token)
+        return None
 
-    def hold(self, state: KeyState) -> None:
-        """Count a job resumed after a restart against its key's concurrency."""
+    async def hold(self, label: str) -> KeySlot | None:
+        """Take a slot on a given key whatever its load: a resumed job, or a remix that must use its key."""
+        state = self.get(label)
+        if state is None:
+            return None
+        token = await self.coordinator.key_acquire(label, 1 << 30, SLOT_LEASE_S)
         state.in_flight += 1
+        return KeySlot(state, token or "local")
 
-    def release(self, state: KeyState) -> None:
-        state.in_flight = max(0, state.in_flight - 1)
+    async def release(self, slot: KeySlot) -> None:
+        slot.state.in_flight = max(0, slot.state.in_flight - 1)
         self._freed.set()
         self._freed = asyncio.Event()
+        await self.coordinator.key_release(slot.key.label, slot.token)
+
+    async def renew(self, slot: KeySlot) -> None:
+        await self.coordinator.key_renew(slot.key.label, slot.token, SLOT_LEASE_S)
 
     async def wait_for_slot(self, timeout: float) -> None:
         try:
-            await asyncio.wait_for(self._freed.wait(), timeout)
+            await asyncio.wait_for(self._freed.wait(), max(timeout, 0.0))
         except TimeoutError:
             pass
 
-    def exhausted(self, now: float | None = None) -> bool:
+    def exhausted(self) -> bool:
         """Every key is disabled or cooling (busy keys are not exhausted: they free up)."""
-        now = time.monotonic() if now is None else now
+        now = time.monotonic()
         return all(s.state(now) != "healthy" for s in self.states)
 
-    def earliest_recovery(self, now: float | None = None) -> float | None:
+    def earliest_recovery(self) -> float | None:
         """Seconds until the first cooling key is usable again, None if every key is disabled."""
-        now = time.monotonic() if now is None else now
+        now = time.monotonic()
         ends = [s.cooling_until - now for s in self.states if not s.disabled and s.cooling_until > now]
         return max(0.0, min(ends)) if ends else None
 
@@ -109,19 +142,22 @@ class KeyPool:
         state.successes += 1
         state.strikes = 0
 
-    def failed(self, state: KeyState, effect: KeyEffect, reason: str, retry_after: float | None = None) -> None:
+    async def failed(self, state: KeyState, effect: KeyEffect, reason: str, retry_after: float | None = None) -> None:
         state.failures += 1
         state.last_error = reason
         if effect is KeyEffect.COOL:
             state.strikes += 1
-            state.cooling_until = time.monotonic() + cooldown_s(retry_after, state.strikes)
+            rest = cooldown_s(retry_after, state.strikes)
+            state.cooling_until = time.monotonic() + rest
+            await self.coordinator.set_key_health(state.key.label, KeyHealth(cooling_until=time.time() + rest))
         elif effect is KeyEffect.DISABLE:
             state.disabled = True
             state.disabled_reason = reason
+            await self.coordinator.set_key_health(state.key.label, KeyHealth(disabled_reason=reason))
         elif effect is KeyEffect.STRIKE:
             state.strikes += 1
 
-    def enable(self, label: str) -> bool:
+    async def enable(self, label: str) -> bool:
         state = self.get(label)
         if state is None:
             return False
@@ -129,7 +165,21 @@ class KeyPool:
         state.disabled_reason = None
         state.cooling_until = 0.0
         state.strikes = 0
+        await self.coordinator.set_key_health(label, KeyHealth())
         return True
+
+    async def sync(self, labels: list[str] | None = None) -> None:
+        """Adopt the shared health of keys (all of them, or the labels another instance just changed)."""
+        wanted = labels or [s.key.label for s in self.states]
+        health = await self.coordinator.key_health(wanted)
+        for label in wanted:
+            state = self.get(label)
+            if state is None:
+                continue
+            shared = health.get(label, KeyHealth())
+            state.disabled = shared.disabled_reason is not None
+            state.disabled_reason = shared.disabled_reason
+            state.cooling_until = wall_to_monotonic(shared.cooling_until) if shared.cooling_until else 0.0
 
     def snapshot(self) -> list[dict]:
         now = time.monotonic()
