@@ -62,8 +62,8 @@ class Gateway:
             from gateway.backends.quota_redis import RedisQuotaStore
 
             self.redis = aioredis.from_url(config.storage.redis)
-            self.coordinator = RedisCoordinator(self.redis)
-            self.quotas = RedisQuotaStore(self.redis)
+            self.coordinator = RedisCoordinator(self.redis, config.storage.redis_prefix)
+            self.quotas = RedisQuotaStore(self.redis, config.storage.redis_prefix)
         else:
             self.coordinator = LocalCoordinator()
             self.quotas = MemoryQuotaStore()
@@ -123,14 +123,22 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
+    """Ready when the database answers, redis (if configured) answers, the store is writable and at least
+    one upstream key is usable. Each check is a single cheap call."""
     gw = services(request)
-    checks = {"database": False, "store": gw.store.writable()}
-    try:
-        checks["database"] = await gw.db.ping()
-    except Exception:  # noqa: BLE001 - any failure means not ready
-        checks["database"] = False
+    checks = {"database": await _check(gw.db.ping()), "store": gw.store.writable()}
+    if gw.coordinator.shared:
+        checks["redis"] = await _check(gw.coordinator.ping())
+    checks["upstream_keys"] = any(not pool.exhausted() for pool in gw.pools.values())
     ok = all(checks.values())
     return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
+
+
+async def _check(probe) -> bool:
+    try:
+        return bool(await asyncio.wait_for(probe, 2.0))
+    except Exception:  # noqa: BLE001 - any failure means not ready
+        return False
 
 
 def create_app(config: Config) -> Starlette:

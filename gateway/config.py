@@ -55,6 +55,7 @@ class ServerConfig:
 class StorageConfig:
     database: str = "sqlite:///data/gateway.db"
     redis: str = ""
+    redis_prefix: str = "sgw:"
     videos_dir: str = "data/videos"
 
     @property
@@ -276,6 +277,7 @@ class _Reader:
         return StorageConfig(
             database=self.get(t, p, "database", str, d.database, _database_url),
             redis=self.get(t, p, "redis", str, d.redis, _redis_url),
+            redis_prefix=self.get(t, p, "redis_prefix", str, d.redis_prefix, _non_empty),
             videos_dir=self.get(t, p, "videos_dir", str, d.videos_dir, _non_empty),
         )
 

@@ -324,3 +324,20 @@ def test_cache_applies(gateway, simulator):
     fresh = sdk.videos.with_raw_response.create(model="sora-2", prompt="a cached comet", seconds="4",
                                                 extra_headers={"cache-control": "no-cache"})
     assert fresh.headers["x-cache"] == "miss" and upstream_creates(simulator) == 2
+
+
+def test_on_a_chat_relay_there_is_no_spritesheet_and_no_remix(start_simulator, start_gateway):
+    relay = start_simulator(kind="chat", duration_s=0.3)
+    gateway = start_gateway(relay, upstreams=[{
+        "name": "sim", "kind": "chat", "base_url": relay.url + "/v1", "keys": ["sk-fam-a-en-1"],
+        "poll_interval_s": 0.05, "timeout_s": 5, "job_timeout_s": 60, "max_retry_s": 10}])
+    sdk = client(gateway)
+    video = sdk.videos.create_and_poll(model="sora-2", prompt="a tram in the rain")
+    assert video.status == "completed"
+    assert_playable_mp4(sdk.videos.download_content(video.id).read())
+    with pytest.raises(openai.NotFoundError) as err:
+        sdk.videos.download_content(video.id, variant="spritesheet")
+    assert err.value.param == "variant"
+    with pytest.raises(openai.BadRequestError) as err:
+        sdk.videos.remix(video.id, prompt="the same tram at night")
+    assert err.value.code == "video_not_remixable"
