@@ -6,7 +6,9 @@ COPY gateway ./gateway
 RUN pip install --no-cache-dir --prefix=/install .
 
 FROM python:3.11-slim
-RUN useradd --create-home --uid 10001 gateway && mkdir -p /data /etc/sora-gateway && chown gateway /data
+ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+# /data/videos exists (owned by the gateway user) so a fresh volume mounted there is writable too
+RUN useradd --create-home --uid 10001 gateway && mkdir -p /data/videos /etc/sora-gateway && chown -R gateway /data
 COPY --from=build /install /usr/local
 COPY config /etc/sora-gateway/examples
 USER gateway

@@ -9,12 +9,10 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.api import admin, chat, models, usage, videos
-from gateway.api.common import JSONResponse, services
+from gateway.api import admin, chat, health, models, usage, videos
+from gateway.api.access import AccessMiddleware
 from gateway.api.errors import api_error_handler, http_exception_handler
 from gateway.api.middleware import RequestIdMiddleware
 from gateway.backends.quota_memory import MemoryQuotaStore
@@ -28,6 +26,7 @@ from gateway.core.jobs import JobManager
 from gateway.core.service import VideoService
 from gateway.core.signing import LinkSigner
 from gateway.errors import APIError
+from gateway.observability.metrics import NULL_METRICS, Metrics, MetricsSink, TimedDatabase
 from gateway.upstreams.base import Upstream
 from gateway.upstreams.keypool import KeyPool
 from gateway.upstreams.videos import VideosUpstream
@@ -35,13 +34,13 @@ from gateway.upstreams.videos import VideosUpstream
 log = logging.getLogger("gateway")
 
 
-def build_upstream(config: UpstreamConfig) -> Upstream:
+def build_upstream(config: UpstreamConfig, metrics: MetricsSink = NULL_METRICS) -> Upstream:
     if config.kind == "chat":
         from gateway.upstreams.chat import ChatRelayUpstream
 
-        return ChatRelayUpstream(config.name, config.base_url, timeout_s=config.timeout_s)
+        return ChatRelayUpstream(config.name, config.base_url, timeout_s=config.timeout_s, metrics=metrics)
     return VideosUpstream(config.name, config.base_url, timeout_s=config.timeout_s,
-                          poll_interval_s=config.poll_interval_s)
+                          poll_interval_s=config.poll_interval_s, metrics=metrics)
 
 
 class Gateway:
@@ -51,9 +50,10 @@ class Gateway:
         self.config = config
         self.started = int(time.time())
         self._background: list[asyncio.Task] = []
+        self.metrics = Metrics()
         self.store = LocalVideoStore(config.storage.videos_dir)
         self.signer = LinkSigner(config.server.signing_secret, config.server.public_url, config.server.link_ttl_s)
-        self.upstreams = {u.name: build_upstream(u) for u in config.upstreams}
+        self.upstreams = {u.name: build_upstream(u, self.metrics) for u in config.upstreams}
         self.redis = None
         if config.storage.redis:
             import redis.asyncio as aioredis
@@ -72,15 +72,17 @@ class Gateway:
 
     async def start(self) -> None:
         config = self.config
-        self.db = await open_database(config.storage)
+        self.db = TimedDatabase(await open_database(config.storage), self.metrics)
         self.auth = Authenticator(config, self.db)
-        self.jobs = JobManager(config, self.db, self.store, self.upstreams, self.pools, self.coordinator)
+        self.jobs = JobManager(config, self.db, self.store, self.upstreams, self.pools, self.coordinator,
+                               self.metrics)
+        self.metrics.watch(self.pools, lambda: [h.record.status for h in self.jobs.active.values()])
         if self.coordinator.shared:
             await self.coordinator.start(self.jobs.on_remote_status, self._key_changed)
             for pool in self.pools.values():
                 await pool.sync()
         limits = ImageLimits(max_bytes=config.server.image_max_bytes, timeout_s=config.server.image_timeout_s)
-        self.videos = VideoService(config, self.db, self.store, self.jobs, self.quotas, limits)
+        self.videos = VideoService(config, self.db, self.store, self.jobs, self.quotas, limits, self.metrics)
         await self.videos.start()
         await self.jobs.start()
         self._background.append(asyncio.create_task(self._flush_key_use(), name="key-last-used"))
@@ -118,29 +120,6 @@ class Gateway:
         await self.db.close()
 
 
-async def healthz(request: Request) -> Response:
-    return JSONResponse({"status": "ok"})
-
-
-async def readyz(request: Request) -> Response:
-    """Ready when the database answers, redis (if configured) answers, the store is writable and at least
-    one upstream key is usable. Each check is a single cheap call."""
-    gw = services(request)
-    checks = {"database": await _check(gw.db.ping()), "store": gw.store.writable()}
-    if gw.coordinator.shared:
-        checks["redis"] = await _check(gw.coordinator.ping())
-    checks["upstream_keys"] = any(not pool.exhausted() for pool in gw.pools.values())
-    ok = all(checks.values())
-    return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
-
-
-async def _check(probe) -> bool:
-    try:
-        return bool(await asyncio.wait_for(probe, 2.0))
-    except Exception:  # noqa: BLE001 - any failure means not ready
-        return False
-
-
 def create_app(config: Config) -> Starlette:
     gateway = Gateway(config)
 
@@ -153,8 +132,9 @@ def create_app(config: Config) -> Starlette:
             await gateway.stop()
 
     routes = [
-        Route("/healthz", healthz),
-        Route("/readyz", readyz),
+        Route("/healthz", health.healthz),
+        Route("/readyz", health.readyz),
+        Route("/metrics", health.metrics),
         Route("/v1/models", models.list_models),
         Route("/v1/models/{model_id:path}", models.retrieve_model),
         Route("/v1/chat/completions", chat.chat_completions, methods=["POST"]),
@@ -180,5 +160,6 @@ def create_app(config: Config) -> Starlette:
         exception_handlers={APIError: api_error_handler, HTTPException: http_exception_handler},
     )
     app.state.gateway = gateway
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(AccessMiddleware, metrics=gateway.metrics)
+    app.add_middleware(RequestIdMiddleware)  # added last, so outermost: every other layer sees the request id
     return app

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 import tempfile
@@ -219,10 +220,14 @@ def _when(epoch: int | None) -> str:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    load_config(args.config)  # fail fast, with every problem listed, before starting workers
+    from gateway.observability.logs import configure_logging
+
+    config = load_config(args.config)  # fail fast, with every problem listed, before starting workers
+    configure_logging(config)  # worker processes configure their own, in gateway.asgi
     os.environ["SORA_GATEWAY_CONFIG"] = str(Path(args.config).resolve())
     uvicorn.run("gateway.asgi:app", host=args.host, port=args.port, workers=args.workers, factory=False,
-                log_level="warning", proxy_headers=True, timeout_graceful_shutdown=10)
+                log_config=None, log_level=logging.getLogger().level, access_log=False, proxy_headers=True,
+                timeout_graceful_shutdown=10)
     return 0
 
 
@@ -245,6 +250,7 @@ async def _demo(host: str, port: int) -> None:
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.observability.logs import configure_logging
     from gateway.simulator.app import SimulatorSettings, create_simulator_app
 
     sim_port = _free_port(host)
@@ -252,11 +258,13 @@ async def _demo(host: str, port: int) -> None:
     env = {**os.environ, "DEMO_DATA": str(data), "DEMO_PUBLIC_URL": f"http://{host}:{port}",
            "DEMO_UPSTREAM_URL": f"http://{host}:{sim_port}/v1"}
     config = load_config(DEMO_CONFIG, env=env)
+    configure_logging(config)
     simulator = create_simulator_app(SimulatorSettings(kind="videos", duration_s=8.0,
                                                        public_url=f"http://{host}:{sim_port}"))
+    quiet = {"log_config": None, "log_level": "warning", "access_log": False}
     servers = [
-        uvicorn.Server(uvicorn.Config(simulator, host=host, port=sim_port, log_level="warning")),
-        uvicorn.Server(uvicorn.Config(create_app(config), host=host, port=port, log_level="warning")),
+        uvicorn.Server(uvicorn.Config(simulator, host=host, port=sim_port, **quiet)),
+        uvicorn.Server(uvicorn.Config(create_app(config), host=host, port=port, **quiet)),
     ]
     print(_demo_banner(host, port, data), flush=True)
     await asyncio.gather(*(s.serve() for s in servers))

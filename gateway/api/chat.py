@@ -24,6 +24,7 @@ async def chat_completions(request: Request) -> Response:
     gw = services(request)
     principal = await authenticate(request)
     alias, body = parse_chat_body(await read_json(request, gw.config.server.max_body_bytes), gw.config.models)
+    request.state.model = alias
     model = gw.config.models.get(alias)
     if model is None:
         raise reject_unknown_model(alias)
@@ -33,6 +34,7 @@ async def chat_completions(request: Request) -> Response:
     video_request, options = build_video_request(body, model)
     control = CacheControl.parse(request.headers.get("cache-control"))
     generation = await gw.videos.generate(principal, video_request, request_id(request), control)
+    request.state.cache, request.state.upstream_key = generation.cache, generation.record.upstream_key
     headers = {"x-cache": generation.cache, **generation.headers}
     fmt = FORMATS[options.stream_format]
     writer = ChunkWriter("chatcmpl-" + secrets.token_hex(12), int(time.time()), alias)
@@ -42,6 +44,7 @@ async def chat_completions(request: Request) -> Response:
             media_type="text/event-stream",
             headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"},
         )
+    request.state.waiting_since = time.perf_counter()  # the gateway's part ends here; the rest is the upstream's
     record = generation.record if generation.handle is None else await gw.jobs.wait(generation.handle)
     return JSONResponse(_final_completion(gw, record, fmt, writer), headers=headers)
 

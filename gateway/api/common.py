@@ -27,7 +27,9 @@ def request_id(request: Request) -> str:
 
 
 async def authenticate(request: Request) -> Principal:
-    return await services(request).auth.team_key(request.headers.get("authorization"))
+    principal = await services(request).auth.team_key(request.headers.get("authorization"))
+    request.state.team = principal.team.name  # for the access log and request metrics
+    return principal
 
 
 def require_admin(request: Request) -> None:

@@ -69,6 +69,7 @@ async def create_video(request: Request) -> Response:
     params = await read_params(request, gw.config.server.max_body_bytes)
     prompt = _prompt(params)
     model = _model(gw, principal, params.get("model") or DEFAULT_MODEL)
+    request.state.model = model.name
     video_request = VideoRequest(
         model=model,
         prompt=prompt,
@@ -79,6 +80,7 @@ async def create_video(request: Request) -> Response:
     image = await _input_reference(gw, params.get("input_reference"))
     control = CacheControl.parse(request.headers.get("cache-control"))
     generation = await gw.videos.generate(principal, video_request, request_id(request), control, image=image)
+    request.state.cache, request.state.upstream_key = generation.cache, generation.record.upstream_key
     return _generation_response(gw, generation)
 
 
@@ -249,7 +251,7 @@ def _limit(raw: str | None) -> int:
 
 def _live(gw, record: JobRecord) -> JobRecord:
     """The poller's up-to-date record for a running job (the database only holds coarse progress)."""
-    handle = gw.jobs.active.get(record.id)
+    handle = gw.jobs.active.get(record.id) or gw.jobs.watched.get(record.id)
     return handle.record if handle is not None else record
 
 
@@ -290,6 +292,7 @@ async def delete_video(request: Request) -> Response:
     await gw.db.update_job(video_id, deleted=True)
     record.deleted = True  # for a running job, the live record: its poller discards the result
     gw.store.delete(video_id)
+    gw.videos.forget(record)
     if record.cache_key:
         # An identical request must not join this job any more; finished results are already out of the
         # cache, since lookups skip deleted jobs.
@@ -350,6 +353,7 @@ async def remix_video(request: Request) -> Response:
     prompt = _prompt(params)
     _check_remixable(gw, source)
     model = gw.config.models.get(source.model)
+    request.state.model = source.model
     if model is None:
         raise bad_request(f"Video '{source.id}' cannot be remixed: its model '{source.model}' is no longer offered"
                           " by this gateway.", param="video_id", code="video_not_remixable")
@@ -360,6 +364,7 @@ async def remix_video(request: Request) -> Response:
                                  remix_of=source.id, user=_user(params))
     control = CacheControl.parse(request.headers.get("cache-control"))
     generation = await gw.videos.generate(principal, video_request, request_id(request), control)
+    request.state.cache, request.state.upstream_key = generation.cache, generation.record.upstream_key
     return _generation_response(gw, generation)
 
 

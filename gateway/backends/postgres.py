@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 
+from gateway.backends.group_commit import GroupCommit
 from gateway.backends.records import ACTIVE_STATES, JobRecord, KeyRecord, LedgerRow
 
 MIGRATIONS: tuple[tuple[int, str], ...] = (
@@ -111,6 +112,7 @@ async def migrate(pool: asyncpg.Pool) -> list[int]:
 class PostgresDatabase:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
+        self._ledger_writer: GroupCommit[LedgerRow] = GroupCommit(self._ledger_insert_many)
 
     @classmethod
     async def connect(cls, dsn: str, *, min_size: int = 1, max_size: int = 10,
@@ -260,7 +262,11 @@ class PostgresDatabase:
 
     # ledger
     async def ledger_insert(self, row: LedgerRow) -> None:
-        await self.pool.execute(_UPSERT_LEDGER, *(getattr(row, n) for n in _LEDGER_COLUMNS))
+        await self._ledger_writer.write(row)
+
+    async def _ledger_insert_many(self, rows: list[LedgerRow]) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.executemany(_UPSERT_LEDGER, [tuple(getattr(r, n) for n in _LEDGER_COLUMNS) for r in rows])
 
     async def ledger_finish(self, request_id: str, outcome: str, cost_usd: float, latency_ms: float | None,
                             upstream: str | None = None, upstream_key: str | None = None) -> None:

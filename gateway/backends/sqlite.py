@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from gateway.backends.group_commit import GroupCommit
 from gateway.backends.records import ACTIVE_STATES, JobRecord, KeyRecord, LedgerRow
 
 SCHEMA = """
@@ -57,6 +58,7 @@ class SQLiteDatabase:
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute("PRAGMA busy_timeout=5000")
         self.conn.executescript(SCHEMA)
+        self._ledger_writer: GroupCommit[LedgerRow] = GroupCommit(self._ledger_insert_many)
 
     async def close(self) -> None:
         self.conn.close()
@@ -178,7 +180,12 @@ class SQLiteDatabase:
 
     # ledger
     async def ledger_insert(self, row: LedgerRow) -> None:
-        self._ledger_insert(row)
+        await self._ledger_writer.write(row)
+
+    async def _ledger_insert_many(self, rows: list[LedgerRow]) -> None:
+        with self._transaction():
+            for row in rows:
+                self._ledger_insert(row)
 
     def _ledger_insert(self, row: LedgerRow) -> None:
         names = LedgerRow.__slots__

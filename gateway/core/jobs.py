@@ -17,6 +17,7 @@ from gateway.backends.store import LocalVideoStore
 from gateway.config import Config, ModelConfig
 from gateway.core.request import VideoRequest
 from gateway.errors import APIError
+from gateway.observability.metrics import NULL_METRICS, MetricsSink
 from gateway.upstreams.base import (
     GenerationSpec,
     ImageInput,
@@ -111,6 +112,7 @@ class JobManager:
         upstreams: dict[str, Upstream],
         pools: dict[str, KeyPool],
         coordinator: Coordinator | None = None,
+        metrics: MetricsSink = NULL_METRICS,
     ) -> None:
         self.config = config
         self.db = db
@@ -118,6 +120,7 @@ class JobManager:
         self.upstreams = upstreams
         self.pools = pools
         self.coordinator = coordinator or LocalCoordinator()
+        self.metrics = metrics
         self.active: dict[str, JobHandle] = {}  # jobs this instance follows
         self.watched: dict[str, JobHandle] = {}  # jobs another instance follows, with clients waiting here
         self.finish_hooks: list[FinishHook] = []
@@ -364,6 +367,8 @@ class JobManager:
         if state_changed or progress - handle.persisted_progress >= _PERSIST_STEP:
             handle.persisted_progress = progress
             await self.db.update_job(record.id, status=record.status, progress=progress)
+        if state_changed:
+            log.info("job status changed", extra={"job_id": record.id, "status": record.status})
         handle.publish()
         await self.coordinator.publish(record.id, handle.live_state())
 
@@ -391,7 +396,10 @@ class JobManager:
                         record.has_thumbnail = True
             except Exception:  # noqa: BLE001 - a missing preview never fails a finished video
                 log.warning("preview download failed", extra={"job_id": record.id, "variant": variant})
-        if record.deleted:  # deleted while it ran: it is accounted for as usual, but nothing is kept
+        current = await self.db.get_job(record.id)  # a delete may have come through another instance
+        if record.deleted or (current is not None and current.deleted):
+            # deleted while it ran: it is accounted for as usual, but nothing is kept
+            record.deleted = True
             self.store.delete(record.id)
         record.progress = 100.0
         await self._finish(record, "completed", None, None)
@@ -411,6 +419,7 @@ class JobManager:
             log.info("job already finished elsewhere", extra={"job_id": record.id})
             return
         log.info("job finished", extra={"job_id": record.id, "status": status, "error_code": code})
+        self.metrics.job_finished(record.upstream or "", outcome, now - record.created_at)
         for hook in self.finish_hooks:
             try:
                 await hook(record)

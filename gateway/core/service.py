@@ -10,6 +10,8 @@ import logging
 import time
 from dataclasses import dataclass
 
+from cachetools import TTLCache
+
 from gateway.backends.records import JobRecord, LedgerRow
 from gateway.backends.store import LocalVideoStore
 from gateway.config import Config
@@ -20,6 +22,7 @@ from gateway.core.jobs import JobHandle, JobManager, new_video_id
 from gateway.core.quota import Admission, Charge, QuotaStore, Rejection, calendar_at
 from gateway.core.request import VideoRequest
 from gateway.errors import APIError, bad_request
+from gateway.observability.metrics import NULL_METRICS, MetricsSink
 from gateway.upstreams.base import ImageInput
 
 log = logging.getLogger("gateway.service")
@@ -37,14 +40,17 @@ class Generation:
 
 class VideoService:
     def __init__(self, config: Config, db, store: LocalVideoStore, jobs: JobManager, quotas: QuotaStore,
-                 image_limits: ImageLimits) -> None:
+                 image_limits: ImageLimits, metrics: MetricsSink = NULL_METRICS) -> None:
         self.config = config
         self.db = db
         self.store = store
         self.jobs = jobs
         self.quotas = quotas
         self.image_limits = image_limits
+        self.metrics = metrics
         self.flights: SingleFlight[JobHandle] = SingleFlight()
+        # Finished results recently served, so a burst of hits costs no database read or file stat.
+        self._hits: TTLCache[str, JobRecord] = TTLCache(maxsize=10_000, ttl=min(5.0, config.cache.ttl_s))
         jobs.finish_hooks.append(self._job_finished)
 
     async def start(self) -> None:
@@ -75,12 +81,18 @@ class VideoService:
             except Exception:  # noqa: BLE001 - the next round tries again
                 log.exception("store sweep failed")
 
+    def forget(self, record: JobRecord) -> None:
+        """A video was deleted: never serve it as a hit again."""
+        if record.cache_key:
+            self._hits.pop(record.cache_key, None)
+
     async def sweep(self, now: float | None = None) -> int:
         """Remove finished videos older than cache.ttl_s: their files, and their place in the cache."""
         before = (now or time.time()) - self.config.cache.ttl_s
         expired = await self.db.expired_jobs(before)
         for record in expired:
             self.store.delete(record.id)
+            self.forget(record)
             await self.db.update_job(record.id, deleted=True)
         if expired:
             log.info("swept expired videos", extra={"count": len(expired)})
@@ -138,14 +150,19 @@ class VideoService:
         if flight is not None:
             generation = await flight
             return await self._joined(principal, request, request_id, generation.handle)
-        record = await self.db.find_cached(key, time.time() - self.config.cache.ttl_s)
-        if record is None or not self.store.exists(record.id):
-            return None
+        record = self._hits.get(key)
+        if record is None or record.completed_at < time.time() - self.config.cache.ttl_s:
+            record = await self.db.find_cached(key, time.time() - self.config.cache.ttl_s)
+            if record is None or not self.store.exists(record.id):
+                return None
+            self._hits[key] = record
+        self.metrics.cache_result("hit")
         headers = await self._admit_hit(principal, request, request_id, record.id)
         return Generation(record, None, "hit", headers)
 
     async def _joined(self, principal: Principal, request: VideoRequest, request_id: str,
                       handle: JobHandle) -> Generation:
+        self.metrics.cache_result("joined")
         headers = await self._admit_hit(principal, request, request_id, handle.record.id)
         return Generation(handle.record, handle, "joined", headers)
 
@@ -157,6 +174,7 @@ class VideoService:
         row = self._ledger_row(principal, request, request_id, "cache_hit")
         row.job_id = job_id
         if isinstance(answer, Rejection):
+            self.metrics.quota_rejected(answer.limit)
             row.outcome, row.job_id = "rejected", None
             await self.db.ledger_insert(row)
             raise _rejected(answer)
@@ -166,9 +184,11 @@ class VideoService:
     async def _submit(self, principal: Principal, request: VideoRequest, request_id: str,
                       image: ImageInput | None, remix_source: JobRecord | None, key: str | None,
                       job_id: str | None = None) -> Generation:
+        self.metrics.cache_result("miss")
         team = principal.team
         answer = await self.quotas.admit(team.name, team.quotas, _charge(request.seconds, request.price))
         if isinstance(answer, Rejection):
+            self.metrics.quota_rejected(answer.limit)
             await self.db.ledger_insert(self._ledger_row(principal, request, request_id, "rejected"))
             raise _rejected(answer)
         try:

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import orjson
 
+from gateway.observability.metrics import NULL_METRICS, MetricsSink
 from gateway.upstreams.base import GenerationSpec, JobLost, UpstreamError, UpstreamKey, UpstreamStatus
 from gateway.upstreams.http import error_from_response, read_bounded, transport_error
 from gateway.upstreams.relay_families import RelayStreamParser
@@ -40,10 +41,12 @@ class ChatRelayUpstream:
         timeout_s: float,
         idle_timeout_s: float = 300.0,
         client: httpx.AsyncClient | None = None,
+        metrics: MetricsSink = NULL_METRICS,
     ) -> None:
         """`timeout_s` bounds each HTTP call up to its response headers; `idle_timeout_s` is how long an open
         relay stream may stay silent (relays often report progress only every 30 s or so)."""
         self.name = name
+        self.metrics = metrics
         self.base_url = base_url.rstrip("/")
         self._timeout_s = timeout_s
         self._stream_timeout = httpx.Timeout(timeout_s, read=idle_timeout_s)
@@ -69,8 +72,10 @@ class ChatRelayUpstream:
             timeout=self._stream_timeout,
         )
         try:
-            async with asyncio.timeout(self._timeout_s):
-                response = await self._client.send(request, stream=True)
+            with self.metrics.upstream_call(self.name, key.label, "submit") as call:
+                async with asyncio.timeout(self._timeout_s):
+                    response = await self._client.send(request, stream=True)
+                call.status = response.status_code
         except TimeoutError:
             raise UpstreamError(f"relay did not answer within {self._timeout_s:g} s") from None
         except httpx.HTTPError as exc:
@@ -110,7 +115,9 @@ class ChatRelayUpstream:
         # Relay links are public URLs: the upstream key is not sent along.
         request = self._client.build_request("GET", url, timeout=httpx.Timeout(self._timeout_s))
         try:
-            response = await self._client.send(request, stream=True, follow_redirects=True)
+            with self.metrics.upstream_call(self.name, key.label, "download") as call:
+                response = await self._client.send(request, stream=True, follow_redirects=True)
+                call.status = response.status_code
         except httpx.HTTPError as exc:
             raise transport_error(exc, f"{variant} download") from None
         if not response.is_success:

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import orjson
 
+from gateway.observability.metrics import NULL_METRICS, MetricsSink
 from gateway.upstreams.base import GenerationSpec, UpstreamError, UpstreamKey, UpstreamStatus
 from gateway.upstreams.http import error_from_response
 
@@ -26,10 +27,12 @@ class VideosUpstream:
         timeout_s: float,
         poll_interval_s: float,
         client: httpx.AsyncClient | None = None,
+        metrics: MetricsSink = NULL_METRICS,
     ) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
         self.poll_interval_s = poll_interval_s
+        self.metrics = metrics
         self.client = client or httpx.AsyncClient(
             timeout=httpx.Timeout(timeout_s),
             limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
@@ -77,7 +80,9 @@ class VideosUpstream:
             headers=_auth(key),
         )
         try:
-            response = await self.client.send(request, stream=True)
+            with self.metrics.upstream_call(self.name, key.label, "download") as call:
+                response = await self.client.send(request, stream=True)
+                call.status = response.status_code
         except httpx.HTTPError as exc:
             raise UpstreamError(f"content download failed: {type(exc).__name__}") from None
         if response.status_code in (400, 404) and variant != "video":
@@ -94,7 +99,9 @@ class VideosUpstream:
 
     async def _call(self, method: str, path: str, key: UpstreamKey, **kwargs: Any) -> dict[str, Any]:
         try:
-            response = await self.client.request(method, self.base_url + path, headers=_auth(key), **kwargs)
+            with self.metrics.upstream_call(self.name, key.label, "submit" if method == "POST" else "poll") as call:
+                response = await self.client.request(method, self.base_url + path, headers=_auth(key), **kwargs)
+                call.status = response.status_code
         except httpx.TimeoutException:
             raise UpstreamError(f"upstream {self.name} timed out") from None
         except httpx.HTTPError as exc:

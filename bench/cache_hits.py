@@ -1,0 +1,160 @@
+"""Cache-hit throughput on one core, as a ratio to a bare Starlette route returning the same bytes.
+
+The gateway (embedded backends, or `--shared` for PostgreSQL + Redis) and a bare Starlette app run in turn
+on core 0 under uvicorn, one worker each; wrk drives them from core 1 with the same POST body. A cache hit
+is the full request path: auth, validation, cache lookup, rate-limit admission, ledger row, response.
+
+    apt-get install wrk
+    .venv/bin/python bench/cache_hits.py [--seconds 5] [--connections 32] [--shared]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.support import ALPHA_KEY, base_config, free_port, to_toml  # noqa: E402
+
+BODY = {"model": "sora-2", "messages": [{"role": "user", "content": "a cached lighthouse at dusk"}]}
+BARE_APP = '''
+import sys
+from starlette.applications import Starlette
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+json_body, sse_body = open(sys.argv[1], "rb").read(), open(sys.argv[2], "rb").read()
+
+async def chat(request):
+    body = await request.json()
+    if body.get("stream"):
+        async def gen():
+            for part in sse_body.split(b"\\n\\n")[:-1]:
+                yield part + b"\\n\\n"
+        return StreamingResponse(gen(), media_type="text/event-stream")
+    return Response(json_body, media_type="application/json")
+
+app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+'''
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = [[{body}]]
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {key}"
+"""
+
+
+def wait_ready(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def serve(argv: list[str], log: Path) -> subprocess.Popen:
+    taskset = ["taskset", "-c", "0"] if shutil.which("taskset") else []
+    return subprocess.Popen(taskset + argv, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
+                            env={**os.environ, "SORA_GATEWAY_LOG_LEVEL": "warning"})
+
+
+def wrk(url: str, body: dict, seconds: int, connections: int, workdir: Path) -> dict:
+    script = workdir / "post.lua"
+    script.write_text(WRK_SCRIPT.format(body=json.dumps(body), key=ALPHA_KEY))
+    taskset = ["taskset", "-c", "1"] if shutil.which("taskset") else []
+    out = subprocess.run(taskset + ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s",
+                                    str(script), url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": rps, "p50_ms": _ms(p50), "p99_ms": _ms(p99), "non_2xx": int(errors.group(1)) if errors else 0}
+
+
+def _ms(match: re.Match | None) -> float | None:
+    if match is None:
+        return None
+    value, unit = float(match.group(1)), match.group(2)
+    return round(value / 1000 if unit == "us" else value * 1000 if unit == "s" else value, 3)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--shared", action="store_true", help="PostgreSQL + Redis backends (local servers)")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk is needed: apt-get install wrk")
+    python = sys.executable
+    cli = str(Path(python).parent / "sora-gateway")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        sim_port, gw_port, bare_port = free_port(), free_port(), free_port()
+        sim = serve([cli, "simulator", "--port", str(sim_port), "--duration", "0.2"], work / "sim.log")
+        raw = base_config(work, f"http://127.0.0.1:{sim_port}/v1")
+        raw["server"]["public_url"] = f"http://127.0.0.1:{gw_port}"
+        raw["teams"][0]["quotas"] = {"requests_per_minute": 10_000_000}  # admission runs on every hit
+        if args.shared:
+            raw["storage"]["database"] = os.environ.get("GATEWAY_BENCH_POSTGRES",
+                                                        "postgresql://postgres@127.0.0.1:5432/test")
+            raw["storage"]["redis"] = "redis://127.0.0.1:6379/0"
+            raw["storage"]["redis_prefix"] = f"sgwbench:{os.getpid()}:"
+        (work / "gateway.toml").write_text(to_toml(raw))
+        gateway = serve([cli, "serve", "--config", str(work / "gateway.toml"), "--port", str(gw_port)],
+                        work / "gateway.log")
+        results: dict = {}
+        try:
+            wait_ready(f"http://127.0.0.1:{sim_port}/_sim/calls")
+            wait_ready(f"http://127.0.0.1:{gw_port}/healthz")
+            headers = {"authorization": f"Bearer {ALPHA_KEY}"}
+            url = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
+            json_body = httpx.post(url, json=BODY, headers=headers, timeout=60).content  # the miss
+            assert httpx.post(url, json=BODY, headers=headers).headers["x-cache"] == "hit"
+            sse_body = httpx.post(url, json={**BODY, "stream": True}, headers=headers).content
+            (work / "body.json").write_bytes(json_body)
+            (work / "body.sse").write_bytes(sse_body)
+            results["gateway"] = {"json": wrk(url, BODY, args.seconds, args.connections, work),
+                                  "stream": wrk(url, {**BODY, "stream": True}, args.seconds, args.connections, work)}
+        finally:
+            gateway.terminate()
+            gateway.wait(15)
+            sim.terminate()
+        (work / "bare.py").write_text(BARE_APP)
+        bare = serve([python, "-c", f"import sys; sys.argv[1:] = ['{work}/body.json', '{work}/body.sse'];"
+                      f" exec(open('{work}/bare.py').read()); import uvicorn;"
+                      f" uvicorn.run(app, port={bare_port}, log_level='warning')"], work / "bare.log")
+        try:
+            wait_ready(f"http://127.0.0.1:{bare_port}/")
+            url = f"http://127.0.0.1:{bare_port}/v1/chat/completions"
+            results["bare_starlette"] = {"json": wrk(url, BODY, args.seconds, args.connections, work),
+                                         "stream": wrk(url, {**BODY, "stream": True}, args.seconds,
+                                                       args.connections, work)}
+        finally:
+            bare.terminate()
+            bare.wait(15)
+    ratio = {kind: round(results["gateway"][kind]["rps"] / results["bare_starlette"][kind]["rps"], 3)
+             for kind in ("json", "stream")}
+    report = {"benchmark": "cache_hits", "backend": "shared" if args.shared else "embedded",
+              "seconds": args.seconds, "connections": args.connections, **results, "ratio_to_bare": ratio}
+    print(json.dumps(report))
+    g, b = results["gateway"], results["bare_starlette"]
+    print(f"cache hits ({report['backend']}): stream=false {g['json']['rps']:.0f} req/s "
+          f"(bare Starlette {b['json']['rps']:.0f}, ratio {ratio['json']}), p50 {g['json']['p50_ms']} ms; "
+          f"stream=true {g['stream']['rps']:.0f} req/s (bare {b['stream']['rps']:.0f}, ratio {ratio['stream']})")
+
+
+if __name__ == "__main__":
+    main()
