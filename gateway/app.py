@@ -4,8 +4,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -19,7 +21,7 @@ from gateway.backends.quota_memory import MemoryQuotaStore
 from gateway.backends.coordination import LocalCoordinator
 from gateway.backends.database import open_database
 from gateway.backends.store import LocalVideoStore
-from gateway.config import Config, UpstreamConfig
+from gateway.config import Config, ConfigError, UpstreamConfig, load_config
 from gateway.core.auth import Authenticator
 from gateway.core.images import ImageLimits
 from gateway.core.jobs import JobManager
@@ -50,6 +52,8 @@ class Gateway:
         self.config = config
         self.started = int(time.time())
         self._background: list[asyncio.Task] = []
+        self._retired: list[Upstream] = []
+        self.draining = asyncio.Event()
         self.metrics = Metrics()
         self.store = LocalVideoStore(config.storage.videos_dir)
         self.signer = LinkSigner(config.server.signing_secret, config.server.public_url, config.server.link_ttl_s)
@@ -85,8 +89,80 @@ class Gateway:
         self.videos = VideoService(config, self.db, self.store, self.jobs, self.quotas, limits, self.metrics)
         await self.videos.start()
         await self.jobs.start()
+        self.videos.adopt_running()
         self._background.append(asyncio.create_task(self._flush_key_use(), name="key-last-used"))
         self._background.append(asyncio.create_task(self.videos.sweep_forever(), name="store-sweep"))
+        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):  # only the main thread can
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_sighup)
+
+    def begin_shutdown(self) -> None:
+        """Stop serving waiters: open streams are told their job continues (with its id) and end, so the
+        server can close their connections at once. Jobs are handed back in `stop()`."""
+        if self.draining.is_set():
+            return
+        log.info("shutting down: ending open streams; running jobs continue after a restart or elsewhere")
+        self.draining.set()
+        if hasattr(self, "jobs"):
+            for handle in [*self.jobs.active.values(), *self.jobs.watched.values()]:
+                handle.wake()
+
+    async def reload(self, config: Config) -> list[str]:
+        """Apply a new, already validated config to the running gateway and return what changed.
+
+        Teams, keys, quotas, models, cache settings and upstream keys apply to the next request; running jobs
+        and open streams are untouched. Storage settings need a restart.
+        """
+        changes: list[str] = []
+        old = self.config
+        if config.storage != old.storage:
+            changes.append("storage.* differs: it takes effect after a restart")
+            config = replace(config, storage=old.storage)
+        for upstream in config.upstreams:
+            previous = next((u for u in old.upstreams if u.name == upstream.name), None)
+            if previous is None or (previous.kind, previous.base_url, previous.timeout_s, previous.poll_interval_s) \
+                    != (upstream.kind, upstream.base_url, upstream.timeout_s, upstream.poll_interval_s):
+                if upstream.name in self.upstreams:
+                    self._retired.append(self.upstreams[upstream.name])  # running jobs keep using it
+                self.upstreams[upstream.name] = build_upstream(upstream, self.metrics)
+                changes.append(f"upstream {upstream.name}: {'added' if previous is None else 'settings changed'}")
+            pool = self.pools.get(upstream.name)
+            if pool is None:
+                self.pools[upstream.name] = KeyPool.from_secrets(
+                    upstream.name, upstream.keys, upstream.max_concurrent_per_key, self.coordinator)
+                continue
+            for change in pool.reconfigure(upstream.keys, upstream.max_concurrent_per_key):
+                changes.append(f"upstream key {change}")
+                if change.endswith("re-enabled"):
+                    await pool.enable(change.split()[0])
+        for name in {u.name for u in old.upstreams} - {u.name for u in config.upstreams}:
+            changes.append(f"upstream {name} removed (its running jobs finish on it)")
+        if (config.teams, config.models, config.server.admin_keys) != (old.teams, old.models, old.server.admin_keys):
+            changes.append("teams, models or admin keys changed")
+        if config.server != old.server:
+            self.signer = LinkSigner(config.server.signing_secret, config.server.public_url,
+                                     config.server.link_ttl_s)
+        self.config = config
+        self.auth = Authenticator(config, self.db)
+        self.jobs.reconfigure(config)
+        self.videos.config = config
+        log.info("config reloaded", extra={"changes": changes})
+        return changes
+
+    async def reload_from_file(self) -> list[str]:
+        """Re-read the config file this gateway started from. Raises ConfigError, leaving the old one in force."""
+        return await self.reload(load_config(self.config.source))
+
+    def _on_sighup(self) -> None:
+        async def run() -> None:
+            try:
+                await self.reload_from_file()
+            except ConfigError as exc:
+                log.error("config reload rejected; the previous config stays in force",
+                          extra={"problems": exc.problems})
+
+        task = asyncio.create_task(run())
+        self._background.append(task)
+        task.add_done_callback(self._background.remove)
 
     def _key_changed(self, label: str) -> None:
         """Another instance cooled, disabled or re-enabled a key: adopt its view."""
@@ -108,12 +184,15 @@ class Gateway:
             await self.db.touch_keys(used)
 
     async def stop(self) -> None:
+        self.begin_shutdown()
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.flush_key_use()
         await self.jobs.stop()
-        for upstream in self.upstreams.values():
+        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        for upstream in [*self.upstreams.values(), *self._retired]:
             await upstream.aclose()
         await self.quotas.close()
         await self.coordinator.close()
@@ -152,6 +231,7 @@ def create_app(config: Config) -> Starlette:
         Route("/admin/keys/{key_id}", admin.revoke_key, methods=["DELETE"]),
         Route("/admin/usage", admin.usage_report),
         Route("/admin/store", admin.store_usage),
+        Route("/admin/reload", admin.reload_config, methods=["POST"]),
         Route("/admin/upstreams/{upstream}/keys/{label}/enable", admin.enable_upstream_key, methods=["POST"]),
     ]
     app = Starlette(

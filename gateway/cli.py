@@ -222,12 +222,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from gateway.observability.logs import configure_logging
 
-    config = load_config(args.config)  # fail fast, with every problem listed, before starting workers
+    path = Path(args.config).resolve()
+    config = load_config(path)  # fail fast, with every problem listed, before starting workers
     configure_logging(config)  # worker processes configure their own, in gateway.asgi
-    os.environ["SORA_GATEWAY_CONFIG"] = str(Path(args.config).resolve())
-    uvicorn.run("gateway.asgi:app", host=args.host, port=args.port, workers=args.workers, factory=False,
-                log_config=None, log_level=logging.getLogger().level, access_log=False, proxy_headers=True,
-                timeout_graceful_shutdown=10)
+    options = dict(host=args.host, port=args.port, log_config=None, log_level=logging.getLogger().level,
+                   access_log=False, proxy_headers=True, timeout_graceful_shutdown=5)
+    if args.workers > 1:
+        os.environ["SORA_GATEWAY_CONFIG"] = str(path)
+        uvicorn.run("gateway.asgi:app", workers=args.workers, **options)
+        return 0
+    from gateway.app import create_app
+    from gateway.server import GatewayServer
+
+    app = create_app(config)
+    GatewayServer(uvicorn.Config(app, **options), app.state.gateway).run()
     return 0
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import uvicorn
 
-from gateway.config import Config, parse_config
+from gateway.config import Config, load_config, parse_config
 from gateway.core.auth import hash_key
 
 ALPHA_KEY = "sk-team-alpha-0123456789"
@@ -105,7 +105,11 @@ def running_gateway(raw: dict[str, Any]) -> Iterator[ServerThread]:
     port = free_port()
     raw = copy.deepcopy(raw)
     raw["server"]["public_url"] = f"http://127.0.0.1:{port}"
-    with ServerThread(create_app(build_config(raw)), port=port) as server:
+    path = Path(raw["storage"]["videos_dir"]).parent / f"gateway-{port}.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(to_toml(raw))
+    with ServerThread(create_app(load_config(path, env={})), port=port) as server:
+        server.config_path = path
         yield server
 
 

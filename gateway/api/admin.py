@@ -9,6 +9,7 @@ from starlette.responses import Response
 from gateway.api.common import JSONResponse, read_json, require_admin, services
 from gateway.core.keys import create_key, key_view, parse_duration
 from gateway.core.ledger import check_group, parse_time, summarize, to_csv
+from gateway.config import ConfigError
 from gateway.errors import APIError, bad_request
 
 
@@ -108,3 +109,15 @@ async def store_usage(request: Request) -> Response:
     return JSONResponse({"videos_dir": str(gw.store.root), "bytes": gw.store.usage_bytes(),
                          "cache": {"enabled": gw.config.cache.enabled, "ttl_s": gw.config.cache.ttl_s,
                                    "scope": gw.config.cache.scope}})
+
+
+async def reload_config(request: Request) -> Response:
+    """Re-read the config file; a bad one is rejected and the running config stays in force."""
+    require_admin(request)
+    gw = services(request)
+    try:
+        changes = await gw.reload_from_file()
+    except ConfigError as exc:
+        raise APIError(400, "The config file is invalid, so the running config stays in force: "
+                       + "; ".join(exc.problems), code="invalid_config") from None
+    return JSONResponse({"reloaded": True, "source": gw.config.source, "changes": changes})

@@ -45,7 +45,7 @@ async def chat_completions(request: Request) -> Response:
             headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"},
         )
     request.state.waiting_since = time.perf_counter()  # the gateway's part ends here; the rest is the upstream's
-    record = generation.record if generation.handle is None else await gw.jobs.wait(generation.handle)
+    record = generation.record if generation.handle is None else await _wait(gw, generation.handle)
     return JSONResponse(_final_completion(gw, record, fmt, writer), headers=headers)
 
 
@@ -77,6 +77,10 @@ async def _stream(gw, generation: Generation, fmt: StreamFormat, options: ChatOp
     shown: str | None = None
     changes = generation.handle.changes() if generation.handle else _already_final()
     async for changed in changes:
+        if gw.draining.is_set() and record.status not in ("completed", "failed"):
+            yield error_event(restarting_message(record.id), "gateway_restarting")
+            yield DONE
+            return
         if not changed:
             yield PING
             continue
@@ -103,6 +107,20 @@ async def _stream(gw, generation: Generation, fmt: StreamFormat, options: ChatOp
         if text != shown:
             shown = text
             yield writer.chunk({fmt.status_field: text}, video)
+
+
+def restarting_message(video_id: str) -> str:
+    return (f"The gateway is restarting; video {video_id} keeps generating. Retrieve it with GET /v1/videos/"
+            f"{video_id}, or send the same request again to pick the job up where it is.")
+
+
+async def _wait(gw, handle) -> JobRecord:
+    """Wait for a job to end, or until the gateway starts shutting down (then a retryable 503)."""
+    async for _ in handle.changes():
+        if gw.draining.is_set() and not handle.done:
+            raise APIError(503, restarting_message(handle.record.id), code="gateway_restarting",
+                           type="server_error", headers={"retry-after": "5"})
+    return handle.record
 
 
 async def _already_final() -> AsyncIterator[bool]:

@@ -78,5 +78,12 @@ class SingleFlight(Generic[T]):
         future.set_result(result)
         return result, False
 
+    def adopt(self, key: str, value: T) -> None:
+        """Make an already running execution joinable (a job resumed after a restart)."""
+        if key not in self._flights:
+            future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+            future.set_result(value)
+            self._flights[key] = future
+
     def release(self, key: str) -> None:
         self._flights.pop(key, None)

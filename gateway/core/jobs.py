@@ -14,7 +14,7 @@ import orjson
 from gateway.backends.coordination import Coordinator, LocalCoordinator
 from gateway.backends.records import JobRecord, LedgerRow
 from gateway.backends.store import LocalVideoStore
-from gateway.config import Config, ModelConfig
+from gateway.config import Config, ModelConfig, UpstreamConfig
 from gateway.core.request import VideoRequest
 from gateway.errors import APIError
 from gateway.observability.metrics import NULL_METRICS, MetricsSink
@@ -124,7 +124,21 @@ class JobManager:
         self.active: dict[str, JobHandle] = {}  # jobs this instance follows
         self.watched: dict[str, JobHandle] = {}  # jobs another instance follows, with clients waiting here
         self.finish_hooks: list[FinishHook] = []
+        self._known_upstreams: dict[str, UpstreamConfig] = {u.name: u for u in config.upstreams}
         self._tasks: list[asyncio.Task] = []
+
+    def upstream_config(self, name: str) -> UpstreamConfig:
+        """An upstream's settings; one dropped by a reload keeps its last settings for the jobs still on it."""
+        found = next((u for u in self.config.upstreams if u.name == name), None)
+        if found is not None:
+            self._known_upstreams[name] = found
+            return found
+        return self._known_upstreams[name]
+
+    def reconfigure(self, config: Config) -> None:
+        for upstream in self.config.upstreams:
+            self._known_upstreams.setdefault(upstream.name, upstream)
+        self.config = config
 
     # lifecycle
     async def start(self) -> None:
@@ -255,7 +269,7 @@ class JobManager:
 
     async def _submit(self, spec: GenerationSpec, model: ModelConfig, remix_source: JobRecord | None) -> Submitted:
         names = (remix_source.upstream,) if remix_source else model.upstreams
-        deadline = time.monotonic() + max(self.config.upstream(n).max_retry_s for n in names)
+        deadline = time.monotonic() + max(self.upstream_config(n).max_retry_s for n in names)
         last_error: UpstreamError | None = None
         for name in names:
             pool, upstream = self.pools[name], self.upstreams[name]
@@ -316,7 +330,7 @@ class JobManager:
         record = handle.record
         upstream = self.upstreams[record.upstream]
         key = handle.slot.key
-        budget = self.config.upstream(record.upstream).job_timeout_s - (time.time() - record.created_at)
+        budget = self.upstream_config(record.upstream).job_timeout_s - (time.time() - record.created_at)
         final: UpstreamStatus | None = None
         try:
             async with asyncio.timeout(max(budget, 0.0)):
@@ -329,7 +343,7 @@ class JobManager:
                     await self._store(handle, final)
         except TimeoutError:
             await self._finish(record, "failed", "upstream_timeout",
-                               f"the video was not ready within {self.config.upstream(record.upstream).job_timeout_s:g} s")
+                               f"the video was not ready within {self.upstream_config(record.upstream).job_timeout_s:g} s")
         except JobLost as exc:
             await self._finish(record, "failed", "upstream_error", f"the upstream job was lost: {exc}")
         except asyncio.CancelledError:

@@ -81,6 +81,12 @@ class VideoService:
             except Exception:  # noqa: BLE001 - the next round tries again
                 log.exception("store sweep failed")
 
+    def adopt_running(self) -> None:
+        """Jobs resumed after a restart can be joined by the same request sent again (e.g. an SDK retry)."""
+        for handle in self.jobs.active.values():
+            if handle.record.cache_key and not handle.done:
+                self.flights.adopt(handle.record.cache_key, Generation(handle.record, handle, "miss", {}))
+
     def forget(self, record: JobRecord) -> None:
         """A video was deleted: never serve it as a hit again."""
         if record.cache_key:
@@ -238,7 +244,7 @@ class VideoService:
         record = found.record if isinstance(found, JobHandle) else found
         if record is None or record.team != principal.team.name or record.deleted:
             return None
-        if record.status != "completed" or self.config.upstream(record.upstream).kind != "videos":
+        if record.status != "completed" or self.jobs.upstream_config(record.upstream).kind != "videos":
             return None
         return record
 

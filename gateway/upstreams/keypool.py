@@ -181,6 +181,27 @@ class KeyPool:
             state.disabled_reason = shared.disabled_reason
             state.cooling_until = wall_to_monotonic(shared.cooling_until) if shared.cooling_until else 0.0
 
+    def reconfigure(self, secrets: tuple[str, ...], max_concurrent: int) -> list[str]:
+        """Adopt a reloaded key list: kept keys keep their state (disabled ones are enabled again), new keys
+        join, dropped keys leave (jobs still on them keep their slot). Returns what changed, by label."""
+        states = {s.key.label: s for s in self.states}
+        fresh: list[KeyState] = []
+        changes = []
+        for secret in secrets:
+            label = key_label(self.upstream, secret)
+            state = states.pop(label, None)
+            if state is None:
+                state = KeyState(UpstreamKey(self.upstream, label, secret))
+                changes.append(f"{label} added")
+            elif state.disabled:
+                state.disabled, state.disabled_reason, state.strikes = False, None, 0
+                changes.append(f"{label} re-enabled")
+            fresh.append(state)
+        changes += [f"{label} removed" for label in states]
+        self.states = fresh
+        self.max_concurrent = max_concurrent
+        return changes
+
     def snapshot(self) -> list[dict]:
         now = time.monotonic()
         return [s.public(now) for s in self.states]
