@@ -24,7 +24,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.support import ALPHA_KEY, base_config, free_port, to_toml  # noqa: E402
+from tests.support import ALPHA_KEY, base_config, free_port, to_toml
 
 BODY = {"model": "sora-2", "messages": [{"role": "user", "content": "a cached lighthouse at dusk"}]}
 BARE_APP = '''
@@ -90,14 +90,7 @@ def _ms(match: re.Match | None) -> float | None:
     return round(value / 1000 if unit == "us" else value * 1000 if unit == "s" else value, 3)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--shared", action="store_true", help="PostgreSQL + Redis backends (local servers)")
-    args = parser.parse_args()
-    if not shutil.which("wrk"):
-        sys.exit("wrk is needed: apt-get install wrk")
+def run(shared: bool, seconds: int, connections: int) -> dict:
     python = sys.executable
     cli = str(Path(python).parent / "sora-gateway")
     with tempfile.TemporaryDirectory() as tmp:
@@ -107,11 +100,11 @@ def main() -> None:
         raw = base_config(work, f"http://127.0.0.1:{sim_port}/v1")
         raw["server"]["public_url"] = f"http://127.0.0.1:{gw_port}"
         raw["teams"][0]["quotas"] = {"requests_per_minute": 10_000_000}  # admission runs on every hit
-        if args.shared:
+        if shared:
             raw["storage"]["database"] = os.environ.get("GATEWAY_BENCH_POSTGRES",
                                                         "postgresql://postgres@127.0.0.1:5432/test")
             raw["storage"]["redis"] = "redis://127.0.0.1:6379/0"
-            raw["storage"]["redis_prefix"] = f"sgwbench:{os.getpid()}:"
+            raw["storage"]["redis_prefix"] = f"sgwbench:{os.getpid()}:{time.time_ns()}:"
         (work / "gateway.toml").write_text(to_toml(raw))
         gateway = serve([cli, "serve", "--config", str(work / "gateway.toml"), "--port", str(gw_port)],
                         work / "gateway.log")
@@ -126,8 +119,9 @@ def main() -> None:
             sse_body = httpx.post(url, json={**BODY, "stream": True}, headers=headers).content
             (work / "body.json").write_bytes(json_body)
             (work / "body.sse").write_bytes(sse_body)
-            results["gateway"] = {"json": wrk(url, BODY, args.seconds, args.connections, work),
-                                  "stream": wrk(url, {**BODY, "stream": True}, args.seconds, args.connections, work)}
+            results["gateway"] = {"json": wrk(url, BODY, seconds, connections, work),
+                                  "stream": wrk(url, {**BODY, "stream": True}, seconds, connections, work)}
+            results["gateway"]["sequential_p50_ms"] = _sequential_p50(url, headers)
         finally:
             gateway.terminate()
             gateway.wait(15)
@@ -139,21 +133,58 @@ def main() -> None:
         try:
             wait_ready(f"http://127.0.0.1:{bare_port}/")
             url = f"http://127.0.0.1:{bare_port}/v1/chat/completions"
-            results["bare_starlette"] = {"json": wrk(url, BODY, args.seconds, args.connections, work),
-                                         "stream": wrk(url, {**BODY, "stream": True}, args.seconds,
-                                                       args.connections, work)}
+            results["bare_starlette"] = {"json": wrk(url, BODY, seconds, connections, work),
+                                         "stream": wrk(url, {**BODY, "stream": True}, seconds, connections, work)}
+            results["bare_starlette"]["sequential_p50_ms"] = _sequential_p50(url, {})
         finally:
             bare.terminate()
             bare.wait(15)
-    ratio = {kind: round(results["gateway"][kind]["rps"] / results["bare_starlette"][kind]["rps"], 3)
-             for kind in ("json", "stream")}
-    report = {"benchmark": "cache_hits", "backend": "shared" if args.shared else "embedded",
-              "seconds": args.seconds, "connections": args.connections, **results, "ratio_to_bare": ratio}
+    results["ratio_to_bare"] = {kind: round(results["gateway"][kind]["rps"] / results["bare_starlette"][kind]["rps"],
+                                            3) for kind in ("json", "stream")}
+    return results
+
+
+def _sequential_p50(url: str, headers: dict, count: int = 300) -> float:
+    """Median latency of one request at a time over a kept-alive connection."""
+    timings = []
+    with httpx.Client(headers=headers) as client:
+        for _ in range(count):
+            start = time.perf_counter()
+            client.post(url, json=BODY).raise_for_status()
+            timings.append((time.perf_counter() - start) * 1000)
+    return round(sorted(timings)[count // 2], 3)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--shared", action="store_true", help="PostgreSQL + Redis backends (local servers)")
+    parser.add_argument("--compare", action="store_true", help="embedded and shared backends, same run")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk is needed: apt-get install wrk")
+    backends = ["embedded", "shared"] if args.compare else ["shared" if args.shared else "embedded"]
+    report: dict = {"benchmark": "cache_hits", "seconds": args.seconds, "connections": args.connections}
+    for backend in backends:
+        report[backend] = run(backend == "shared", args.seconds, args.connections)
+    if args.compare:
+        e, s = report["embedded"]["gateway"], report["shared"]["gateway"]
+        report["shared_vs_embedded"] = {
+            "rps_ratio": round(s["json"]["rps"] / e["json"]["rps"], 3),
+            "added_latency_ms_sequential_p50": round(s["sequential_p50_ms"] - e["sequential_p50_ms"], 3),
+        }
     print(json.dumps(report))
-    g, b = results["gateway"], results["bare_starlette"]
-    print(f"cache hits ({report['backend']}): stream=false {g['json']['rps']:.0f} req/s "
-          f"(bare Starlette {b['json']['rps']:.0f}, ratio {ratio['json']}), p50 {g['json']['p50_ms']} ms; "
-          f"stream=true {g['stream']['rps']:.0f} req/s (bare {b['stream']['rps']:.0f}, ratio {ratio['stream']})")
+    for backend in backends:
+        g, b, ratio = report[backend]["gateway"], report[backend]["bare_starlette"], report[backend]["ratio_to_bare"]
+        print(f"cache hits ({backend}): stream=false {g['json']['rps']:.0f} req/s (bare Starlette "
+              f"{b['json']['rps']:.0f}, ratio {ratio['json']}), single-request p50 {g['sequential_p50_ms']} ms "
+              f"(bare {b['sequential_p50_ms']} ms); stream=true {g['stream']['rps']:.0f} req/s "
+              f"(bare {b['stream']['rps']:.0f}, ratio {ratio['stream']})")
+    if args.compare:
+        c = report["shared_vs_embedded"]
+        print(f"shared backends (PostgreSQL + Redis) vs embedded: {c['rps_ratio']}x the hit throughput, "
+              f"+{c['added_latency_ms_sequential_p50']} ms per request (p50, one at a time)")
 
 
 if __name__ == "__main__":

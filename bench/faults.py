@@ -19,8 +19,8 @@ import openai
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.simulator.app import SimulatorSettings, create_simulator_app  # noqa: E402
-from tests.support import ALPHA_KEY, ServerThread, base_config, running_gateway  # noqa: E402
+from gateway.simulator.app import SimulatorSettings, create_simulator_app
+from tests.support import ALPHA_KEY, ServerThread, base_config, running_gateway
 
 FAULTS = ["none", "429", "401", "500", "flaky", "hang"]
 

@@ -163,13 +163,13 @@ class Monitor:
         self.max_fds = 0
 
     async def run(self) -> None:
-        last = {name: proc_cpu_s(pid) for name, pid in self.pids.items()} | {"bench": self_cpu_s()}
+        last = cpu_snapshot(self.pids)
         last_t = time.perf_counter()
         t0 = last_t
         while True:
             await asyncio.sleep(1.0)
             now = time.perf_counter()
-            cpu = {name: proc_cpu_s(pid) for name, pid in self.pids.items()} | {"bench": self_cpu_s()}
+            cpu = cpu_snapshot(self.pids)
             sample = {name: (cpu[name] - last[name]) / (now - last_t) for name in cpu}
             last, last_t = cpu, now
             self.samples.append(sample)
@@ -280,9 +280,17 @@ def upstream_calls(calls: list[dict], n: int) -> dict:
     return {
         "total": len(calls), "creates": creates, "polls": polls, "content_downloads": downloads,
         "creates_per_job": round(creates / n, 3), "polls_per_job": round(polls / n, 3),
-        "content_downloads_per_job": round(downloads / n, 3),  # video + thumbnail: 2 per completed job
+        "content_downloads_per_job": round(downloads / n, 3),  # one per variant stored (video, thumbnail, ...)
         "statuses": dict(statuses.most_common()),
     }
+
+
+def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
+    return {name: proc_cpu_s(pid) for name, pid in pids.items()} | {"bench": self_cpu_s()}
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {name: round(after[name] - before[name], 2) for name in after}
 
 
 def _round(value: float | None, digits: int) -> float | None:
@@ -312,8 +320,8 @@ async def run(args: argparse.Namespace, data: Path, children: list[Child], repor
     await wait_ready(gateway, gw_port, "/healthz", min(deadline, time.monotonic() + 30))
     pids = {"gateway": gateway.pid, "simulator": sim.pid}
     if not args.quiet:
-        print(f"  gateway pid {gateway.pid} on :{gw_port}, simulator pid {sim.pid} on :{sim_port}, data {data}",
-              file=sys.stderr, flush=True)
+        print(f"  gateway pid {gateway.pid} on :{gw_port}, simulator pid {sim.pid} on :{sim_port}, "
+              f"data {data}", file=sys.stderr, flush=True)
     control = httpx.AsyncClient(base_url=f"http://{LOOPBACK}:{sim_port}", timeout=60)
 
     client: httpx.AsyncClient | None = None
@@ -342,20 +350,22 @@ async def run(args: argparse.Namespace, data: Path, children: list[Child], repor
         # reference: the same concurrency straight to the simulator
         await control.post("/_sim/reset")
         direct_monitor = Monitor(pids, [Exchange() for _ in range(args.n)], "direct", args.quiet)
+        cpu_before = cpu_snapshot(pids)
         direct_total = await burst(args.n, direct, deadline, direct_monitor, args.ramp)
-        report["direct"] = summarize_direct(direct_monitor.results) | {"total_s": round(direct_total, 3),
-                                                                      "cpu": direct_monitor.cpu_summary()}
+        report["direct"] = summarize_direct(direct_monitor.results) | {
+            "total_s": round(direct_total, 3), "cpu_s": cpu_delta(cpu_before, cpu_snapshot(pids))}
         await control.post("/_sim/reset")
         if time.monotonic() > deadline:
             raise Aborted(f"--timeout {args.timeout:g} s reached before the gateway run")
 
         # the run: N concurrent streams through the gateway
         before = proc_status(gateway.pid)
-        cpu_before = {name: proc_cpu_s(pid) for name, pid in pids.items()} | {"bench": self_cpu_s()}
+        cpu_before = cpu_snapshot(pids)
         stream_monitor = Monitor(pids, [Exchange() for _ in range(args.n)], "gateway", args.quiet)
         total = await burst(args.n, stream, deadline, stream_monitor, args.ramp)
         after = proc_status(gateway.pid)
-        cpu_after = {name: proc_cpu_s(pid) for name, pid in pids.items()} | {"bench": self_cpu_s()}
+        cpu_after = cpu_snapshot(pids)
+        gateway_cpu_s = cpu_after["gateway"] - cpu_before["gateway"]
         streams = summarize_streams(stream_monitor.results)
         ok = streams["outcomes"].get("ok", 0)
         if not gateway.alive():
@@ -368,8 +378,8 @@ async def run(args: argparse.Namespace, data: Path, children: list[Child], repor
             "peak_rss_mb": round(after["VmHWM"] / 1024, 1),
             "peak_rss_growth_kb_per_stream": round((after["VmHWM"] - before["VmRSS"]) / args.n, 1),
             "max_open_fds": stream_monitor.max_fds,
-            "cpu_s": {name: round(cpu_after[name] - cpu_before[name], 2) for name in cpu_after},
-            "gateway_cpu_ms_per_stream": round((cpu_after["gateway"] - cpu_before["gateway"]) * 1000 / args.n, 2),
+            "cpu_s": cpu_delta(cpu_before, cpu_after),
+            "gateway_cpu_ms_per_stream": round(gateway_cpu_s * 1000 / args.n, 2),
             "cpu": stream_monitor.cpu_summary(),
         }
         report["upstream_calls"] = upstream_calls(calls, args.n)
@@ -458,6 +468,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"data and logs kept in {data}", file=sys.stderr)
         else:
             shutil.rmtree(data, ignore_errors=True)
+    if report.get("aborted") and not code:
+        code = 1
     report["fd_limit"] = fd_limit
     report["date"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     print(orjson.dumps(report).decode())

@@ -17,9 +17,9 @@ from gateway.api import admin, chat, health, models, usage, videos
 from gateway.api.access import AccessMiddleware
 from gateway.api.errors import api_error_handler, http_exception_handler
 from gateway.api.middleware import RequestIdMiddleware
-from gateway.backends.quota_memory import MemoryQuotaStore
 from gateway.backends.coordination import LocalCoordinator
 from gateway.backends.database import open_database
+from gateway.backends.quota_memory import MemoryQuotaStore
 from gateway.backends.store import LocalVideoStore
 from gateway.config import Config, ConfigError, UpstreamConfig, load_config
 from gateway.core.auth import Authenticator

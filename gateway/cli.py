@@ -214,7 +214,7 @@ def _when(epoch: int | None) -> str:
 
     if not epoch:
         return "never"
-    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -1,7 +1,7 @@
 """The failures a client can cause or see, independent of HTTP framing (rendered by gateway.api.errors)."""
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 _TYPES = {
     400: "invalid_request_error",

@@ -7,9 +7,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.api.common import JSONResponse, read_json, require_admin, services
+from gateway.config import ConfigError
 from gateway.core.keys import create_key, key_view, parse_duration
 from gateway.core.ledger import check_group, parse_time, summarize, to_csv
-from gateway.config import ConfigError
 from gateway.errors import APIError, bad_request
 
 

@@ -13,7 +13,7 @@ from gateway.api.shapes import DONE, PING, ChunkWriter, completion, error_event,
 from gateway.backends.records import JobRecord
 from gateway.core.cache import CacheControl
 from gateway.core.formats import FORMATS, StreamFormat
-from gateway.core.request import ChatOptions, build_video_request, parse_chat_body, reject_unknown_model
+from gateway.core.request import ChatOptions, build_video_request, parse_chat_body, resolve_model
 from gateway.core.service import Generation
 from gateway.errors import APIError
 
@@ -25,12 +25,7 @@ async def chat_completions(request: Request) -> Response:
     principal = await authenticate(request)
     alias, body = parse_chat_body(await read_json(request, gw.config.server.max_body_bytes), gw.config.models)
     request.state.model = alias
-    model = gw.config.models.get(alias)
-    if model is None:
-        raise reject_unknown_model(alias)
-    if not principal.team.may_use(alias):
-        raise APIError(403, f"Your team may not use the model '{alias}'. Ask your platform team to allow it.",
-                       code="model_not_allowed", param="model")
+    model = resolve_model(gw.config.models, principal.team, alias)
     video_request, options = build_video_request(body, model)
     control = CacheControl.parse(request.headers.get("cache-control"))
     generation = await gw.videos.generate(principal, video_request, request_id(request), control)

@@ -31,7 +31,7 @@ from gateway.core.auth import Principal
 from gateway.core.cache import CacheControl
 from gateway.core.images import ImageError, load_image, sniff_mime
 from gateway.core.jobs import JobHandle
-from gateway.core.request import VideoRequest, check_seconds, check_size, reject_unknown_model
+from gateway.core.request import VideoRequest, check_seconds, check_size, resolve_model
 from gateway.core.service import Generation
 from gateway.errors import APIError, bad_request
 from gateway.upstreams.base import ImageInput
@@ -102,15 +102,7 @@ def _user(params: dict[str, Any]) -> str | None:
 
 
 def _model(gw, principal: Principal, alias: Any) -> ModelConfig:
-    if not isinstance(alias, str):
-        raise bad_request("'model' must be a string naming one of the models this gateway offers.", param="model")
-    model = gw.config.models.get(alias)
-    if model is None:
-        raise reject_unknown_model(alias)
-    if not principal.team.may_use(alias):
-        raise APIError(403, f"Your team may not use the model '{alias}'. Ask your platform team to allow it.",
-                       code="model_not_allowed", param="model")
-    return model
+    return resolve_model(gw.config.models, principal.team, alias)
 
 
 @dataclass(frozen=True, slots=True)

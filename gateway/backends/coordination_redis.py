@@ -94,7 +94,7 @@ class RedisCoordinator:
                     result = on_status(job_id.decode(), payload)
                     if asyncio.iscoroutine(result):
                         await result
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("coordination message handler failed")
 
     async def close(self) -> None:

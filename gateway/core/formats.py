@@ -1,8 +1,8 @@
 """How job status reads in a chat stream: one preset per `stream_format`, all text in one place."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 
 @dataclass(frozen=True, slots=True)

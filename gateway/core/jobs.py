@@ -43,7 +43,7 @@ def new_video_id() -> str:
 class JobHandle:
     """The live state of one job, shared by its poller and every client waiting on it."""
 
-    __slots__ = ("record", "version", "_event", "task", "slot", "persisted_progress")
+    __slots__ = ("_event", "persisted_progress", "record", "slot", "task", "version")
 
     def __init__(self, record: JobRecord) -> None:
         self.record = record
@@ -184,7 +184,7 @@ class JobManager:
                     await self.take_over()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - the next round tries again
+            except Exception:
                 log.exception("lease round failed")
 
     async def _renew(self) -> None:
@@ -348,7 +348,7 @@ class JobManager:
             await self._finish(record, "failed", "upstream_error", f"the upstream job was lost: {exc}")
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - a poller must never die silently
+        except Exception as exc:
             log.exception("job poller failed", extra={"job_id": record.id})
             await self._finish(record, "failed", "upstream_error", f"the upstream job could not be followed: {exc}")
         else:
@@ -437,7 +437,7 @@ class JobManager:
         for hook in self.finish_hooks:
             try:
                 await hook(record)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("finish hook failed", extra={"job_id": record.id})
 
     async def resume(self) -> int:

@@ -5,7 +5,7 @@ import csv
 import io
 import re
 from collections.abc import Iterable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from gateway.backends.records import LedgerRow
 from gateway.errors import bad_request
@@ -22,14 +22,14 @@ def parse_time(value: str | None, param: str, *, end: bool = False) -> float | N
         return float(value)
     try:
         if _DATE.match(value):
-            day = datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=timezone.utc)
+            day = datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
             return (day + timedelta(days=1) if end else day).timestamp()
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise bad_request(f"Invalid value for '{param}': {value!r}. Use YYYY-MM-DD, an ISO 8601 time or epoch"
                           " seconds.", param=param) from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
 
 
@@ -43,7 +43,7 @@ def check_group(value: str | None, allowed: tuple[str, ...] = GROUPS) -> str:
 
 def _group_value(row: LedgerRow, group: str) -> str:
     if group == "day":
-        return datetime.fromtimestamp(row.time, timezone.utc).strftime("%Y-%m-%d")
+        return datetime.fromtimestamp(row.time, UTC).strftime("%Y-%m-%d")
     if group == "model":
         return row.model
     if group == "key":

@@ -5,7 +5,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.config import STREAM_FORMATS, ModelConfig
+from gateway.config import STREAM_FORMATS, ModelConfig, TeamConfig
 from gateway.errors import APIError, bad_request
 
 VIDEO_ID_PATTERN = re.compile(r"\bvideo_[0-9a-f]{32}\b")
@@ -168,6 +168,19 @@ def _remixed_video(history: list[dict[str, Any]]) -> str | None:
         if match := VIDEO_ID_PATTERN.search(text or ""):
             return match.group(0)
     return None
+
+
+def resolve_model(models: dict[str, ModelConfig], team: TeamConfig, alias: Any) -> ModelConfig:
+    """The model a team asked for: 404 when it does not exist, 403 when the team may not use it."""
+    if not isinstance(alias, str):
+        raise bad_request("'model' must be a string naming one of the models this gateway offers.", param="model")
+    model = models.get(alias)
+    if model is None:
+        raise reject_unknown_model(alias)
+    if not team.may_use(alias):
+        raise APIError(403, f"Your team may not use the model '{alias}'. Ask your platform team to allow it.",
+                       code="model_not_allowed", param="model")
+    return model
 
 
 def reject_unknown_model(model: str) -> APIError:

@@ -78,7 +78,7 @@ class VideoService:
             await asyncio.sleep(interval)
             try:
                 await self.sweep()
-            except Exception:  # noqa: BLE001 - the next round tries again
+            except Exception:
                 log.exception("store sweep failed")
 
     def adopt_running(self) -> None:
@@ -273,5 +273,5 @@ def _charge(seconds: int, price: float) -> Charge:
 def _month_start(now: float) -> float:
     import datetime as dt
 
-    d = dt.datetime.fromtimestamp(now, dt.timezone.utc)
-    return dt.datetime(d.year, d.month, 1, tzinfo=dt.timezone.utc).timestamp()
+    d = dt.datetime.fromtimestamp(now, dt.UTC)
+    return dt.datetime(d.year, d.month, 1, tzinfo=dt.UTC).timestamp()

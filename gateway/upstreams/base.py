@@ -1,8 +1,9 @@
 """The small interface every upstream dialect implements, and the values that cross it."""
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Literal, Protocol
+from typing import Literal, Protocol
 
 JobState = Literal["queued", "in_progress", "completed", "failed"]
 TERMINAL_STATES = frozenset({"completed", "failed"})
