@@ -228,6 +228,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     options = dict(host=args.host, port=args.port, log_config=None, log_level=logging.getLogger().level,
                    access_log=False, proxy_headers=True, timeout_graceful_shutdown=5)
     if args.workers > 1:
+        if not config.storage.redis:
+            print("error: --workers above 1 needs storage.redis: quotas, single-flight and job leases must be"
+                  " shared between the worker processes. Run one worker, or configure Redis (and PostgreSQL).",
+                  file=sys.stderr)
+            return 2
         os.environ["SORA_GATEWAY_CONFIG"] = str(path)
         uvicorn.run("gateway.asgi:app", workers=args.workers, **options)
         return 0
