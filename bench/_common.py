@@ -100,23 +100,32 @@ class Child:
 def proc_status(pid: int) -> dict[str, int]:
     """VmRSS, VmHWM and friends from /proc/<pid>/status, in kB."""
     values: dict[str, int] = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            name, _, rest = line.partition(":")
-            if name.startswith("Vm") and rest.strip().endswith("kB"):
-                values[name] = int(rest.split()[0])
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                name, _, rest = line.partition(":")
+                if name.startswith("Vm") and rest.strip().endswith("kB"):
+                    values[name] = int(rest.split()[0])
+    except OSError:  # the process is gone
+        pass
     return values
 
 
 def proc_cpu_s(pid: int) -> float:
     """User plus system CPU seconds a process has used."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rpartition(")")[2].split()
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:  # the process is gone
+        return float("nan")
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
 def proc_fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return 0
 
 
 def self_cpu_s() -> float:

@@ -161,6 +161,7 @@ class Monitor:
         self.quiet = quiet
         self.samples: list[dict[str, float]] = []
         self.max_fds = 0
+        self.max_hwm_kb = 0  # kept in case the gateway dies before the final reading
 
     async def run(self) -> None:
         last = cpu_snapshot(self.pids)
@@ -175,6 +176,7 @@ class Monitor:
             self.samples.append(sample)
             if "gateway" in self.pids:
                 self.max_fds = max(self.max_fds, proc_fds(self.pids["gateway"]))
+                self.max_hwm_kb = max(self.max_hwm_kb, proc_status(self.pids["gateway"]).get("VmHWM", 0))
             if not self.quiet:
                 self._print(now - t0, sample)
 
@@ -183,7 +185,7 @@ class Monitor:
         first = sum(r.t_first_event is not None or r.t_first_byte is not None for r in self.results)
         ended = sum(r.t_end is not None for r in self.results)
         ok = sum(r.outcome == "ok" for r in self.results)
-        rss = proc_status(self.pids["gateway"])["VmRSS"] // 1024 if "gateway" in self.pids else 0
+        rss = proc_status(self.pids["gateway"]).get("VmRSS", 0) // 1024 if "gateway" in self.pids else 0
         cpu = " ".join(f"{name} {share * 100:.0f}%" for name, share in sample.items())
         print(f"  [{self.label} {elapsed:5.1f}s] connected {connected} first {first} ended {ended} ok {ok} | "
               f"cpu {cpu} | gateway rss {rss} MB", file=sys.stderr, flush=True)
@@ -275,12 +277,16 @@ def summarize_direct(results: list[Exchange]) -> dict:
 def upstream_calls(calls: list[dict], n: int) -> dict:
     creates = sum(c["method"] == "POST" and c["path"] == "/v1/videos" for c in calls)
     polls = sum(c["method"] == "GET" and bool(POLL_PATH.match(c["path"])) for c in calls)
+    list_polls = sum(c["method"] == "GET" and c["path"] == "/v1/videos" for c in calls)
     downloads = sum(c["method"] == "GET" and bool(CONTENT_PATH.match(c["path"])) for c in calls)
     statuses = Counter(str(c["status"]) for c in calls)
     return {
-        "total": len(calls), "creates": creates, "polls": polls, "content_downloads": downloads,
-        "creates_per_job": round(creates / n, 3), "polls_per_job": round(polls / n, 3),
-        "content_downloads_per_job": round(downloads / n, 3),  # one per variant stored (video, thumbnail, ...)
+        "total": len(calls), "creates": creates, "polls": polls, "list_polls": list_polls,
+        "content_downloads": downloads,
+        "creates_per_job": round(creates / n, 3),
+        "polls_per_job": round(polls / n, 3),  # GET /v1/videos/{id}
+        "list_polls_per_job": round(list_polls / n, 3),  # GET /v1/videos (one list call covers many jobs)
+        "content_downloads_per_job": round(downloads / n, 3),  # one per stored variant
         "statuses": dict(statuses.most_common()),
     }
 
@@ -366,17 +372,19 @@ async def run(args: argparse.Namespace, data: Path, children: list[Child], repor
         after = proc_status(gateway.pid)
         cpu_after = cpu_snapshot(pids)
         gateway_cpu_s = cpu_after["gateway"] - cpu_before["gateway"]
+        peak_kb = max(after.get("VmHWM", 0), stream_monitor.max_hwm_kb)
         streams = summarize_streams(stream_monitor.results)
         ok = streams["outcomes"].get("ok", 0)
         if not gateway.alive():
             streams["gateway_exit"] = {"code": gateway.process.returncode, "log_tail": gateway.log_tail()}
+            report["aborted"] = f"the gateway exited with code {gateway.process.returncode} during the run"
         calls = orjson.loads((await control.get("/_sim/calls")).content)["calls"]
         report["gateway"] = streams | {
             "completion_rate": round(ok / args.n, 4),
             "total_s": round(total, 3),
-            "rss_before_mb": round(before["VmRSS"] / 1024, 1),
-            "peak_rss_mb": round(after["VmHWM"] / 1024, 1),
-            "peak_rss_growth_kb_per_stream": round((after["VmHWM"] - before["VmRSS"]) / args.n, 1),
+            "rss_before_mb": round(before.get("VmRSS", 0) / 1024, 1),
+            "peak_rss_mb": round(peak_kb / 1024, 1),
+            "peak_rss_growth_kb_per_stream": round((peak_kb - before.get("VmRSS", 0)) / args.n, 1),
             "max_open_fds": stream_monitor.max_fds,
             "cpu_s": cpu_delta(cpu_before, cpu_after),
             "gateway_cpu_ms_per_stream": round(gateway_cpu_s * 1000 / args.n, 2),
@@ -412,7 +420,8 @@ def readable(report: dict) -> str:
         f"total {g['total_s']} s, gateway peak RSS {g['peak_rss_mb']} MB "
         f"(+{g['peak_rss_growth_kb_per_stream']} kB/stream), "
         f"upstream per job: {u['creates_per_job']} create, "
-        f"{u['polls_per_job']} polls, {u['content_downloads_per_job']} downloads"
+        f"{u['polls_per_job']} polls, {u['list_polls_per_job']} list polls, "
+        f"{u['content_downloads_per_job']} downloads"
         + (f" [aborted: {report['aborted']}]" if report.get("aborted") else "")
     )
 
@@ -464,12 +473,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for child in reversed(children):
             child.stop()
+        if report.get("aborted") and not code:
+            code = 1
         if args.keep or code:
             print(f"data and logs kept in {data}", file=sys.stderr)
         else:
             shutil.rmtree(data, ignore_errors=True)
-    if report.get("aborted") and not code:
-        code = 1
     report["fd_limit"] = fd_limit
     report["date"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     print(orjson.dumps(report).decode())

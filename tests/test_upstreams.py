@@ -166,3 +166,21 @@ def test_chat_relay_rate_limit_rotates_to_another_key(start_simulator, start_gat
             model="sora-2", messages=[{"role": "user", "content": f"scene {i}"}])
         assert completion.model_extra["video"]["status"] == "completed"
     assert calls(sim, key="sk-429-fam-a-1") == 1
+
+
+def test_jobs_of_one_key_are_polled_together_with_one_list_call_per_interval(start_simulator, start_gateway):
+    sim = start_simulator(duration_s=0.6)
+    gateway = start_gateway(sim)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(10) as pool:
+        done = list(pool.map(lambda i: sdk(gateway).chat.completions.create(
+            model="sora-2", messages=[{"role": "user", "content": f"crowd scene {i}"}]), range(10)))
+    assert all(c.model_extra["video"]["status"] == "completed" for c in done)
+    calls = sim.app.state.sim.calls
+    lists = [c for c in calls if c.method == "GET" and c.path == "/v1/videos"]
+    one_by_one = [c for c in calls if c.method == "GET" and c.path.startswith("/v1/videos/")
+                  and not c.path.endswith("/content")]
+    assert lists and one_by_one == []
+    # ten jobs of ~0.6 s polled every 0.05 s would take well over a hundred single polls
+    assert len(lists) < 60

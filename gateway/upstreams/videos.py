@@ -1,7 +1,6 @@
 """The OpenAI Videos API dialect: POST /videos, GET /videos/{id} until terminal, GET .../content."""
 from __future__ import annotations
 
-import asyncio
 import base64
 from collections.abc import AsyncIterator
 from typing import Any
@@ -12,6 +11,7 @@ import orjson
 from gateway.observability.metrics import NULL_METRICS, MetricsSink
 from gateway.upstreams.base import GenerationSpec, UpstreamError, UpstreamKey, UpstreamStatus
 from gateway.upstreams.http import error_from_response
+from gateway.upstreams.list_poll import PAGE_SIZE, ListPoller
 
 _REFUSAL_CODES = frozenset({"moderation_blocked", "content_policy_violation", "people-in-user-uploads"})
 
@@ -33,6 +33,7 @@ class VideosUpstream:
         self.base_url = base_url.rstrip("/")
         self.poll_interval_s = poll_interval_s
         self.metrics = metrics
+        self._pollers: dict[str, ListPoller] = {}
         self.client = client or httpx.AsyncClient(
             timeout=httpx.Timeout(timeout_s),
             limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
@@ -53,24 +54,15 @@ class VideosUpstream:
     async def status(self, upstream_id: str, key: UpstreamKey) -> UpstreamStatus:
         return to_status(await self._call("GET", f"/videos/{upstream_id}", key))
 
-    async def track(self, upstream_id: str, key: UpstreamKey) -> AsyncIterator[UpstreamStatus]:
-        """Poll until terminal. A transient poll failure is retried on the next tick."""
-        failures = 0
-        while True:
-            try:
-                snapshot = await self.status(upstream_id, key)
-                failures = 0
-            except UpstreamError as exc:
-                if exc.status is not None and exc.status in (400, 404):
-                    yield UpstreamStatus("failed", error_code="upstream_error", error_message=exc.message)
-                    return
-                failures += 1
-                await asyncio.sleep(min(self.poll_interval_s * (2 ** min(failures, 5)), 60.0))
-                continue
-            yield snapshot
-            if snapshot.done:
-                return
-            await asyncio.sleep(self.poll_interval_s)
+    def track(self, upstream_id: str, key: UpstreamKey) -> AsyncIterator[UpstreamStatus]:
+        """Status snapshots until terminal. All jobs of a key share one list call per poll interval; a transient
+        poll failure is retried on the next tick."""
+        poller = self._pollers.get(key.label)
+        if poller is None:
+            poller = self._pollers[key.label] = ListPoller(
+                lambda after: self._call("GET", "/videos", key, params=_page(after)),
+                lambda job_id: self.status(job_id, key), to_status, self.poll_interval_s)
+        return poller.follow(upstream_id)
 
     async def download(
         self, upstream_id: str, key: UpstreamKey, final: UpstreamStatus, variant: str
@@ -95,6 +87,8 @@ class VideosUpstream:
         return _body(response)
 
     async def aclose(self) -> None:
+        for poller in self._pollers.values():
+            await poller.aclose()
         await self.client.aclose()
 
     async def _call(self, method: str, path: str, key: UpstreamKey, **kwargs: Any) -> dict[str, Any]:
@@ -134,6 +128,13 @@ def to_status(video: dict[str, Any]) -> UpstreamStatus:
         error_message=error.get("message") or "the upstream reported a failed video",
         refused=code in _REFUSAL_CODES,
     )
+
+
+def _page(after: str | None) -> dict[str, str | int]:
+    params: dict[str, str | int] = {"limit": PAGE_SIZE, "order": "desc"}
+    if after:
+        params["after"] = after
+    return params
 
 
 def _form(spec: GenerationSpec) -> dict[str, str]:

@@ -1,0 +1,119 @@
+"""Following many jobs of one key with one list call per interval, instead of one call per job.
+
+The Videos API lists a key's videos newest first. Each round reads pages until every followed job has been
+seen; jobs the listing does not reach, and every job of an upstream without a list endpoint, are polled one by
+one. Clients never see the difference: each job still gets a stream of status snapshots.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from gateway.upstreams.base import UpstreamError, UpstreamStatus
+
+log = logging.getLogger("gateway.upstreams")
+MAX_PAGES = 20  # per round; anything older is polled on its own
+PAGE_SIZE = 100
+_FALLBACK_CONCURRENCY = 32
+
+ListPage = Callable[[str | None], Awaitable[dict[str, Any]]]
+GetOne = Callable[[str], Awaitable[UpstreamStatus]]
+
+
+class _Watch:
+    __slots__ = ("latest", "changed")
+
+    def __init__(self) -> None:
+        self.latest: UpstreamStatus | None = None
+        self.changed = asyncio.Event()
+
+    def set(self, status: UpstreamStatus) -> None:
+        self.latest = status
+        self.changed.set()
+
+
+class ListPoller:
+    """All followed jobs of one upstream key, polled together."""
+
+    def __init__(self, list_page: ListPage, get_one: GetOne, to_status: Callable[[dict], UpstreamStatus],
+                 interval_s: float) -> None:
+        self._list_page = list_page
+        self._get_one = get_one
+        self._to_status = to_status
+        self.interval_s = interval_s
+        self.listing = True  # False once the upstream shows it has no list endpoint
+        self._watched: dict[str, _Watch] = {}
+        self._task: asyncio.Task | None = None
+
+    async def follow(self, upstream_id: str) -> AsyncIterator[UpstreamStatus]:
+        watch = self._watched.setdefault(upstream_id, _Watch())
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="list-poller")
+        try:
+            while True:
+                await watch.changed.wait()
+                watch.changed.clear()
+                status = watch.latest
+                yield status
+                if status.done:
+                    return
+        finally:
+            self._watched.pop(upstream_id, None)
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _run(self) -> None:
+        failures = 0
+        while self._watched:
+            await asyncio.sleep(min(self.interval_s * (2 ** min(failures, 5)), 60.0))
+            try:
+                seen = await self._list_round() if self.listing else {}
+                failures = 0
+            except UpstreamError as exc:
+                if exc.status in (400, 404, 405, 501):
+                    log.info("upstream has no usable list endpoint; polling jobs one by one")
+                    self.listing = False
+                else:
+                    failures += 1
+                seen = {}
+            for upstream_id, status in seen.items():
+                if (watch := self._watched.get(upstream_id)) is not None:
+                    watch.set(status)
+            unseen = [i for i in self._watched if i not in seen]
+            if unseen:
+                await self._poll_each(unseen)
+
+    async def _list_round(self) -> dict[str, UpstreamStatus]:
+        wanted = set(self._watched)
+        seen: dict[str, UpstreamStatus] = {}
+        after: str | None = None
+        for _ in range(MAX_PAGES):
+            page = await self._list_page(after)
+            data = page.get("data") if isinstance(page.get("data"), list) else []
+            for video in data:
+                if isinstance(video, dict) and video.get("id") in wanted:
+                    seen[video["id"]] = self._to_status(video)
+            if wanted <= seen.keys() or not page.get("has_more") or not data:
+                break
+            after = page.get("last_id") or data[-1].get("id")
+        return seen
+
+    async def _poll_each(self, upstream_ids: list[str]) -> None:
+        limit = asyncio.Semaphore(_FALLBACK_CONCURRENCY)
+
+        async def one(upstream_id: str) -> None:
+            async with limit:
+                try:
+                    status = await self._get_one(upstream_id)
+                except UpstreamError as exc:
+                    if exc.status not in (400, 404):
+                        return  # transient: the next round tries again
+                    status = UpstreamStatus("failed", error_code="upstream_error", error_message=exc.message)
+            if (watch := self._watched.get(upstream_id)) is not None:
+                watch.set(status)
+
+        await asyncio.gather(*(one(i) for i in upstream_ids))
