@@ -36,6 +36,9 @@ class LocalVideoStore:
             os.replace(temp, final)
         finally:
             temp.unlink(missing_ok=True)
+            close = getattr(chunks, "aclose", None)
+            if close is not None:
+                await close()
         return size
 
     def delete(self, video_id: str) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 from gateway.upstreams.base import UpstreamError, UpstreamStatus
 
 log = logging.getLogger("gateway.upstreams")
-MAX_PAGES = 20  # per round; anything older is polled on its own
+MAX_PAGES = 20  # per round, or enough pages for every followed job; anything older is polled on its own
 PAGE_SIZE = 100
 _FALLBACK_CONCURRENCY = 32
 
@@ -70,8 +70,9 @@ class ListPoller:
         failures = 0
         while self._watched:
             await asyncio.sleep(min(self.interval_s * (2 ** min(failures, 5)), 60.0))
+            wanted = set(self._watched)  # jobs that join during this round wait for the next one
             try:
-                seen = await self._list_round() if self.listing else {}
+                seen = await self._list_round(wanted) if self.listing else {}
                 failures = 0
             except UpstreamError as exc:
                 if exc.status in (400, 404, 405, 501):
@@ -83,15 +84,14 @@ class ListPoller:
             for upstream_id, status in seen.items():
                 if (watch := self._watched.get(upstream_id)) is not None:
                     watch.set(status)
-            unseen = [i for i in self._watched if i not in seen]
+            unseen = [i for i in wanted if i not in seen and i in self._watched]
             if unseen:
                 await self._poll_each(unseen)
 
-    async def _list_round(self) -> dict[str, UpstreamStatus]:
-        wanted = set(self._watched)
+    async def _list_round(self, wanted: set[str]) -> dict[str, UpstreamStatus]:
         seen: dict[str, UpstreamStatus] = {}
         after: str | None = None
-        for _ in range(MAX_PAGES):
+        for _ in range(max(MAX_PAGES, len(wanted) // PAGE_SIZE + 5)):
             page = await self._list_page(after)
             data = page.get("data") if isinstance(page.get("data"), list) else []
             for video in data:

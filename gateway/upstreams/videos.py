@@ -1,6 +1,7 @@
 """The OpenAI Videos API dialect: POST /videos, GET /videos/{id} until terminal, GET .../content."""
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,6 +14,8 @@ from gateway.upstreams.base import GenerationSpec, UpstreamError, UpstreamKey, U
 from gateway.upstreams.http import error_from_response
 from gateway.upstreams.list_poll import PAGE_SIZE, ListPoller
 
+MAX_CONNECTIONS = 128  # per upstream
+_DOWNLOADS = 16  # of which content downloads may hold at most this many
 _REFUSAL_CODES = frozenset({"moderation_blocked", "content_policy_violation", "people-in-user-uploads"})
 
 
@@ -36,8 +39,12 @@ class VideosUpstream:
         self._pollers: dict[str, ListPoller] = {}
         self.client = client or httpx.AsyncClient(
             timeout=httpx.Timeout(timeout_s),
-            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
+            limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS),
         )
+        # Calls wait their turn here rather than in httpcore's pool, whose scheduling scans every queued
+        # request on every change: with thousands of submissions at once that scan would eat the CPU.
+        self._gate = asyncio.Semaphore(MAX_CONNECTIONS - _DOWNLOADS)
+        self._download_gate = asyncio.Semaphore(_DOWNLOADS)
 
     async def submit(self, spec: GenerationSpec, key: UpstreamKey) -> str:
         if spec.remix_of:
@@ -71,20 +78,25 @@ class VideosUpstream:
             "GET", f"{self.base_url}/videos/{upstream_id}/content", params={"variant": variant},
             headers=_auth(key),
         )
+        await self._download_gate.acquire()  # released when the body has been read (or given up)
         try:
             with self.metrics.upstream_call(self.name, key.label, "download") as call:
                 response = await self.client.send(request, stream=True)
                 call.status = response.status_code
         except httpx.HTTPError as exc:
+            self._download_gate.release()
             raise UpstreamError(f"content download failed: {type(exc).__name__}") from None
-        if response.status_code in (400, 404) and variant != "video":
-            await response.aclose()
-            return None
+        except BaseException:
+            self._download_gate.release()
+            raise
         if response.status_code >= 400:
             body = await response.aread()
             await response.aclose()
+            self._download_gate.release()
+            if response.status_code in (400, 404) and variant != "video":
+                return None
             raise error_from_response(response, body)
-        return _body(response)
+        return _Body(response, self._download_gate)
 
     async def aclose(self) -> None:
         for poller in self._pollers.values():
@@ -93,9 +105,12 @@ class VideosUpstream:
 
     async def _call(self, method: str, path: str, key: UpstreamKey, **kwargs: Any) -> dict[str, Any]:
         try:
-            with self.metrics.upstream_call(self.name, key.label, "submit" if method == "POST" else "poll") as call:
-                response = await self.client.request(method, self.base_url + path, headers=_auth(key), **kwargs)
-                call.status = response.status_code
+            async with self._gate:
+                with self.metrics.upstream_call(self.name, key.label,
+                                                "submit" if method == "POST" else "poll") as call:
+                    response = await self.client.request(method, self.base_url + path, headers=_auth(key),
+                                                         **kwargs)
+                    call.status = response.status_code
         except httpx.TimeoutException:
             raise UpstreamError(f"upstream {self.name} timed out") from None
         except httpx.HTTPError as exc:
@@ -145,12 +160,26 @@ def _auth(key: UpstreamKey) -> dict[str, str]:
     return {"Authorization": f"Bearer {key.secret}"}
 
 
-async def _body(response: httpx.Response) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in response.aiter_bytes(65536):
-            yield chunk
-    finally:
-        await response.aclose()
+class _Body:
+    """A downloading response body that frees its download slot however it ends, read or not."""
+
+    def __init__(self, response: httpx.Response, gate: asyncio.Semaphore) -> None:
+        self.response = response
+        self.gate = gate
+        self._closed = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self.response.aiter_bytes(65536):
+                yield chunk
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.gate.release()
+            await self.response.aclose()
 
 
 def data_uri(mime: str, data: bytes) -> str:
