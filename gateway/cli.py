@@ -12,7 +12,9 @@ from pathlib import Path
 from gateway.config import ConfigError, load_config
 
 DEMO_KEY = "sk-demo-sora-gateway-0000000000000000"
-DEMO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo.toml"
+# The repository's config/demo.toml; in the container image it is copied to /etc/sora-gateway/examples.
+DEMO_CONFIGS = (Path(__file__).resolve().parent.parent / "config" / "demo.toml",
+                Path("/etc/sora-gateway/examples/demo.toml"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -270,7 +272,7 @@ async def _demo(host: str, port: int) -> None:
     data = Path(tempfile.mkdtemp(prefix="sora-gateway-demo-"))
     env = {**os.environ, "DEMO_DATA": str(data), "DEMO_PUBLIC_URL": f"http://{host}:{port}",
            "DEMO_UPSTREAM_URL": f"http://{host}:{sim_port}/v1"}
-    config = load_config(DEMO_CONFIG, env=env)
+    config = load_config(next((p for p in DEMO_CONFIGS if p.exists()), DEMO_CONFIGS[0]), env=env)
     configure_logging(config)
     simulator = create_simulator_app(SimulatorSettings(kind="videos", duration_s=8.0,
                                                        public_url=f"http://{host}:{sim_port}"))
