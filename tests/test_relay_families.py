@@ -404,9 +404,40 @@ async def trickle(body: bytes, size: int = 7, fail: Exception | None = None) -> 
         raise fail
 
 
+async def public_resolver(host: str) -> list[str]:
+    """The fake relay hosts stand for public CDNs; internal.example stands for a private one."""
+    return ["10.0.0.7"] if host.startswith("internal.") else ["93.184.216.34"]
+
+
 def relay(handler: Callable[[httpx.Request], httpx.Response]) -> ChatRelayUpstream:
     client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    return ChatRelayUpstream("relay", "https://relay.example/v1/", timeout_s=5, client=client)
+    return ChatRelayUpstream("relay", "https://relay.example/v1/", timeout_s=5, client=client,
+                             resolver=public_resolver)
+
+
+@pytest.mark.parametrize("link", ["http://169.254.169.254/latest/meta-data", "http://127.0.0.1:6379/x.mp4",
+                                  "https://internal.example/v.mp4", "http://[::1]/v.mp4", "file:///etc/passwd"])
+async def test_media_links_to_non_public_addresses_are_not_fetched(link):
+    seen: list[httpx.Request] = []
+    upstream = relay(lambda request: seen.append(request) or httpx.Response(200, content=b"secret"))
+    with pytest.raises(UpstreamError):
+        await upstream.download("relay_x", KEY, UpstreamStatus("completed", video_url=link), "video")
+    assert seen == []
+    await upstream.aclose()
+
+
+async def test_a_redirect_to_a_non_public_address_is_not_followed():
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(302, headers={"location": "http://169.254.169.254/latest/meta-data"})
+
+    upstream = relay(handler)
+    with pytest.raises(UpstreamError) as caught:
+        await upstream.download("relay_x", KEY, UpstreamStatus("completed", video_url=VIDEO), "video")
+    assert "non-public" in caught.value.message and len(seen) == 1
+    await upstream.aclose()
 
 
 async def collect(upstream: ChatRelayUpstream, upstream_id: str) -> list[UpstreamStatus]:

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import orjson
 
+from gateway.core.images import ImageError, Resolver, checked_addresses, resolve_host
 from gateway.observability.metrics import NULL_METRICS, MetricsSink
 from gateway.upstreams.base import GenerationSpec, JobLost, UpstreamError, UpstreamKey, UpstreamStatus
 from gateway.upstreams.http import error_from_response, read_bounded, transport_error
@@ -30,6 +31,9 @@ class RelayProtocolError(Exception):
     """The relay sent something that is not a readable event stream."""
 
 
+_MAX_REDIRECTS = 3
+
+
 class ChatRelayUpstream:
     kind = "chat"
 
@@ -42,9 +46,12 @@ class ChatRelayUpstream:
         idle_timeout_s: float = 300.0,
         client: httpx.AsyncClient | None = None,
         metrics: MetricsSink = NULL_METRICS,
+        resolver: Resolver = resolve_host,
     ) -> None:
         """`timeout_s` bounds each HTTP call up to its response headers; `idle_timeout_s` is how long an open
-        relay stream may stay silent (relays often report progress only every 30 s or so)."""
+        relay stream may stay silent (relays often report progress only every 30 s or so); `resolver` checks
+        where the relay's media links point."""
+        self._resolver = resolver
         self.name = name
         self.metrics = metrics
         self.base_url = base_url.rstrip("/")
@@ -112,18 +119,43 @@ class ChatRelayUpstream:
         url = {"video": final.video_url, "thumbnail": final.thumbnail_url}.get(variant)
         if not url:
             return None
-        # Relay links are public URLs: the upstream key is not sent along.
-        request = self._client.build_request("GET", url, timeout=httpx.Timeout(self._timeout_s))
-        try:
-            with self.metrics.upstream_call(self.name, key.label, "download") as call:
-                response = await self._client.send(request, stream=True, follow_redirects=True)
-                call.status = response.status_code
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, f"{variant} download") from None
+        # Relay links are public URLs: the upstream key is not sent along. Each hop is checked, so a relay's
+        # output cannot make the gateway fetch (and then serve) an internal address.
+        for _ in range(_MAX_REDIRECTS + 1):
+            await self._check_media_host(url, variant)
+            request = self._client.build_request("GET", url, timeout=httpx.Timeout(self._timeout_s))
+            try:
+                with self.metrics.upstream_call(self.name, key.label, "download") as call:
+                    response = await self._client.send(request, stream=True)
+                    call.status = response.status_code
+            except httpx.HTTPError as exc:
+                raise transport_error(exc, f"{variant} download") from None
+            if not response.is_redirect:
+                break
+            await response.aclose()
+            url = str(response.url.join(response.headers.get("location", "")))
+        else:
+            raise UpstreamError(f"the relay's {variant} link redirects more than {_MAX_REDIRECTS} times", status=502)
         if not response.is_success:
             body = await read_bounded(response)
             raise error_from_response(response, body)
         return _body(response, variant)
+
+    async def _check_media_host(self, url: str, variant: str) -> None:
+        """Media may come from the relay's own host (as configured) or from public addresses only."""
+        try:
+            parsed = httpx.URL(url)
+        except httpx.InvalidURL:
+            raise UpstreamError(f"the relay's {variant} link is not a valid URL", status=400) from None
+        if parsed.scheme not in ("http", "https"):
+            raise UpstreamError(f"the relay's {variant} link is not an http(s) URL", status=400)
+        if parsed.host == httpx.URL(self.base_url).host:
+            return
+        try:
+            await checked_addresses(parsed.host, self._resolver)
+        except ImageError:
+            raise UpstreamError(f"the relay's {variant} link points at a non-public address; it was not fetched",
+                                status=400) from None
 
     async def aclose(self) -> None:
         streams, self._streams = self._streams, {}
