@@ -1,7 +1,6 @@
 """POST /v1/chat/completions: a video generation in chat-completions clothing."""
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import AsyncIterator
 
@@ -16,6 +15,7 @@ from gateway.core.formats import FORMATS, StreamFormat
 from gateway.core.request import ChatOptions, build_video_request, parse_chat_body, resolve_model
 from gateway.core.service import Generation
 from gateway.errors import APIError
+from gateway.ids import unique_id
 
 _FAILURE_STATUS = {"upstream_timeout": 504}
 
@@ -32,7 +32,7 @@ async def chat_completions(request: Request) -> Response:
     request.state.cache, request.state.upstream_key = generation.cache, generation.record.upstream_key
     headers = {"x-cache": generation.cache, **generation.headers}
     fmt = FORMATS[options.stream_format]
-    writer = ChunkWriter("chatcmpl-" + secrets.token_hex(12), int(time.time()), alias)
+    writer = ChunkWriter(unique_id("chatcmpl-"), int(time.time()), alias)
     if options.stream:
         return StreamingResponse(
             _stream(gw, generation, fmt, options, writer),

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import logging
-import secrets
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.ids import unique_id
 
 log = logging.getLogger("gateway.http")
 _INTERNAL = orjson.dumps({"error": {
@@ -21,7 +22,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = "req_" + secrets.token_hex(12)
+        request_id = unique_id("req_")
         scope.setdefault("state", {})["request_id"] = request_id
         header = (b"x-request-id", request_id.encode())
         started = False
