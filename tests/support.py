@@ -149,3 +149,19 @@ def to_toml(raw: dict[str, Any]) -> str:
         elif isinstance(value, dict):
             table(key, value, f"[{key}]")
     return "\n".join(lines) + "\n"
+
+
+def process_config(tmp_path: Path, upstream_url: str, **server: Any) -> tuple[Path, int]:
+    """A config file for a gateway run as its own process on a free port; returns (path, port)."""
+    port = free_port()
+    raw = base_config(tmp_path, upstream_url)
+    raw["server"].update(public_url=f"http://127.0.0.1:{port}", **server)
+    path = tmp_path / f"gateway-{port}.toml"
+    path.write_text(to_toml(raw))
+    return path, port
+
+
+def finished_video(client: Any, video_id: str, timeout: float = 30.0) -> Any:
+    """Retrieve a video through the SDK until it is completed or failed."""
+    return wait_until(lambda: (v := client.videos.retrieve(video_id)).status in ("completed", "failed") and v,
+                      timeout=timeout)

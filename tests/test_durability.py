@@ -10,7 +10,7 @@ import sys
 import httpx
 import openai
 
-from tests.support import ALPHA_KEY, base_config, free_port, to_toml, wait_until
+from tests.support import ALPHA_KEY, finished_video, process_config, wait_until
 from tests.test_chat import PROMPT, assert_playable_mp4
 
 
@@ -36,11 +36,7 @@ def start_gateway_process(config_path, port: int, log_path) -> subprocess.Popen:
 def test_sigkill_mid_job_then_restart_finishes_without_a_second_submission(tmp_path, start_simulator,
                                                                             no_secrets_in_logs):
     simulator = start_simulator(duration_s=3.0)
-    port = free_port()
-    raw = base_config(tmp_path, simulator.url + "/v1")
-    raw["server"]["public_url"] = f"http://127.0.0.1:{port}"
-    config_path = tmp_path / "gateway.toml"
-    config_path.write_text(to_toml(raw))
+    config_path, port = process_config(tmp_path, simulator.url + "/v1")
     log_path = tmp_path / "gateway.log"
     sdk = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=ALPHA_KEY, max_retries=0)
 
@@ -57,8 +53,7 @@ def test_sigkill_mid_job_then_restart_finishes_without_a_second_submission(tmp_p
 
     second = start_gateway_process(config_path, port, log_path)
     try:
-        video = wait_until(lambda: (v := sdk.videos.retrieve(video_id)).status in ("completed", "failed") and v,
-                           timeout=30)
+        video = finished_video(sdk, video_id)
         assert video.status == "completed", video
         assert_playable_mp4(sdk.videos.download_content(video_id).read())
         usage = sdk.get("/usage", cast_to=httpx.Response).json()

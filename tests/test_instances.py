@@ -12,7 +12,7 @@ import openai
 import pytest
 import redis
 
-from tests.support import ALPHA_KEY, base_config, free_port, hash_key, to_toml, wait_until
+from tests.support import ALPHA_KEY, base_config, finished_video, free_port, hash_key, to_toml, wait_until
 from tests.test_chat import assert_playable_mp4
 from tests.test_durability import start_gateway_process
 
@@ -187,8 +187,7 @@ def test_an_instance_killed_mid_job_has_its_job_finished_by_the_other_with_one_c
     video_id = next(iter(stream)).model_extra["video"]["id"]
     c.kill(a)
     stream.close()
-    video = wait_until(lambda: (v := sdk(b).videos.retrieve(video_id)).status in ("completed", "failed") and v,
-                       timeout=40)
+    video = finished_video(sdk(b), video_id, timeout=40)
     assert video.status == "completed"
     assert_playable_mp4(sdk(b).videos.download_content(video_id).read())
     assert simulator.app.state.sim.count(method="POST", path_prefix="/v1/videos") == 1

@@ -7,7 +7,17 @@ import httpx
 import openai
 import pytest
 
-from tests.support import ADMIN_KEY, ALPHA_KEY, base_config, free_port, hash_key, to_toml, wait_until
+from tests.support import (
+    ADMIN_KEY,
+    ALPHA_KEY,
+    base_config,
+    finished_video,
+    free_port,
+    hash_key,
+    process_config,
+    to_toml,
+    wait_until,
+)
 from tests.test_chat import PROMPT, assert_playable_mp4
 from tests.test_durability import start_gateway_process
 
@@ -94,12 +104,7 @@ def test_sighup_reloads_the_config_file(tmp_path, simulator, no_secrets_in_logs)
 def test_sigterm_during_a_stream_loses_nothing_and_the_job_completes_after_restart(tmp_path, start_simulator,
                                                                                    no_secrets_in_logs):
     simulator = start_simulator(duration_s=4)
-    port = free_port()
-    raw = base_config(tmp_path, simulator.url + "/v1")
-    raw["server"]["public_url"] = f"http://127.0.0.1:{port}"
-    raw["server"]["ping_interval_s"] = 30.0  # nothing else would end the stream
-    path = tmp_path / "gateway.toml"
-    path.write_text(to_toml(raw))
+    path, port = process_config(tmp_path, simulator.url + "/v1", ping_interval_s=30.0)  # nothing else ends it
     log_path = tmp_path / "gateway.log"
     url = f"http://127.0.0.1:{port}"
     first = start_gateway_process(path, port, log_path)
@@ -114,8 +119,7 @@ def test_sigterm_during_a_stream_loses_nothing_and_the_job_completes_after_resta
     assert first.wait(15) in (0, -signal.SIGTERM)  # it exits by itself, promptly (uvicorn re-raises the signal)
     second = start_gateway_process(path, port, log_path)
     try:
-        video = wait_until(lambda: (v := sdk(url).videos.retrieve(video_id)).status in ("completed", "failed")
-                           and v, timeout=30)
+        video = finished_video(sdk(url), video_id)
         assert video.status == "completed"
         assert_playable_mp4(sdk(url).videos.download_content(video_id).read())
         usage = sdk(url).get("/usage", cast_to=httpx.Response).json()
@@ -132,11 +136,7 @@ def test_sigterm_during_a_stream_loses_nothing_and_the_job_completes_after_resta
 def test_a_waiting_non_streaming_request_gets_a_retryable_503_on_shutdown_and_the_retry_joins(
         tmp_path, start_simulator):
     simulator = start_simulator(duration_s=4)
-    port = free_port()
-    raw = base_config(tmp_path, simulator.url + "/v1")
-    raw["server"]["public_url"] = f"http://127.0.0.1:{port}"
-    path = tmp_path / "gateway.toml"
-    path.write_text(to_toml(raw))
+    path, port = process_config(tmp_path, simulator.url + "/v1")
     url = f"http://127.0.0.1:{port}"
     first = start_gateway_process(path, port, tmp_path / "gateway.log")
     from concurrent.futures import ThreadPoolExecutor
