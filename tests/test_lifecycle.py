@@ -135,7 +135,7 @@ def test_sigterm_during_a_stream_loses_nothing_and_the_job_completes_after_resta
 
 def test_a_waiting_non_streaming_request_gets_a_retryable_503_on_shutdown_and_the_retry_joins(
         tmp_path, start_simulator):
-    simulator = start_simulator(duration_s=4)
+    simulator = start_simulator(duration_s=6)
     path, port = process_config(tmp_path, simulator.url + "/v1")
     url = f"http://127.0.0.1:{port}"
     first = start_gateway_process(path, port, tmp_path / "gateway.log")
@@ -153,7 +153,8 @@ def test_a_waiting_non_streaming_request_gets_a_retryable_503_on_shutdown_and_th
     second = start_gateway_process(path, port, tmp_path / "gateway.log")
     try:
         raw_response = sdk(url).chat.completions.with_raw_response.create(model="sora-2", messages=PROMPT)
-        assert raw_response.headers["x-cache"] == "joined"
+        # it joins the resumed job ("hit" only if the job already finished on a very slow machine)
+        assert raw_response.headers["x-cache"] in ("joined", "hit")
         assert raw_response.parse().model_extra["video"]["status"] == "completed"
         assert simulator.app.state.sim.count(method="POST") == 1
     finally:
