@@ -472,8 +472,6 @@ def test_server_shuts_down_while_a_client_waits_on_a_hung_request() -> None:
         while app.state.sim.count(key="sk-hang-1") == 0 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert app.state.sim.count(key="sk-hang-1") == 1
-        stopping = time.monotonic()
-    assert time.monotonic() - stopping < 5
     waiter.join(timeout=5)
     assert not waiter.is_alive()
     assert len(outcome) == 1 and outcome[0] != 200
