@@ -94,6 +94,7 @@ class Upstream(Protocol):
     async def download(
         self, upstream_id: str, key: UpstreamKey, final: UpstreamStatus, variant: str
     ) -> AsyncIterator[bytes] | None:
-        """Stream the finished content of `variant` (video | thumbnail); None when the upstream has none."""
+        """Stream the finished content of `variant` (video | thumbnail | spritesheet); None when the upstream
+        has none."""
 
     async def aclose(self) -> None: ...
