@@ -15,7 +15,12 @@ from starlette.routing import Route
 
 from gateway.api import admin, chat, health, models, usage, videos
 from gateway.api.access import AccessMiddleware
-from gateway.api.errors import api_error_handler, http_exception_handler
+from gateway.api.errors import (
+    api_error_handler,
+    backend_error_handler,
+    backend_errors,
+    http_exception_handler,
+)
 from gateway.api.middleware import RequestIdMiddleware
 from gateway.backends.coordination import LocalCoordinator
 from gateway.backends.database import open_database
@@ -237,7 +242,8 @@ def create_app(config: Config) -> Starlette:
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={APIError: api_error_handler, HTTPException: http_exception_handler},
+        exception_handlers={APIError: api_error_handler, HTTPException: http_exception_handler,
+                            **{error: backend_error_handler for error in backend_errors()}},
     )
     app.state.gateway = gateway
     app.add_middleware(AccessMiddleware, metrics=gateway.metrics)

@@ -265,3 +265,23 @@ def test_content_supports_range_requests(gateway):
     assert part.status_code == 206 and part.content == full.content[:100]
     assert part.headers["content-range"] == f"bytes 0-99/{len(full.content)}"
     assert full.headers["accept-ranges"] == "bytes"
+
+
+def test_a_database_outage_is_a_retryable_503_not_a_crash(gateway):
+    import sqlite3
+
+    services = gateway.app.state.gateway
+    original = services.db.find_cached
+
+    async def locked(*args, **kwargs):
+        raise sqlite3.OperationalError("database is locked")
+
+    services.db.find_cached = locked
+    try:
+        with pytest.raises(openai.InternalServerError) as err:
+            client(gateway).chat.completions.create(model="sora-2", messages=PROMPT)
+    finally:
+        services.db.find_cached = original
+    assert err.value.status_code == 503 and err.value.code == "backend_unavailable"
+    assert err.value.response.headers["retry-after"] == "2"
+    assert client(gateway).chat.completions.create(model="sora-2", messages=PROMPT).model_extra["video"]["url"]

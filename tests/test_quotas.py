@@ -198,3 +198,24 @@ def test_usage_endpoint_csv_and_cli_agree_with_the_requests_made(simulator, star
     assert "TOTAL" in table.stdout and "2.40" in table.stdout
     bad = httpx.get(gateway.url + "/v1/usage?group_by=team", headers={"authorization": f"Bearer {ALPHA_KEY}"})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "group_by"
+
+
+def test_a_job_the_database_refuses_gives_its_reservation_back(simulator, start_gateway):
+    import sqlite3
+
+    gateway = start_gateway(simulator, teams=teams(concurrent_jobs=1, videos_per_day=1))
+    services = gateway.app.state.gateway
+    original = services.db.insert_job
+
+    async def refuse(*args, **kwargs):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    services.db.insert_job = refuse
+    try:
+        with pytest.raises(openai.InternalServerError) as err:
+            sdk(gateway).chat.completions.create(model="sora-2", messages=[{"role": "user", "content": "one"}])
+    finally:
+        services.db.insert_job = original
+    assert err.value.code == "backend_unavailable"
+    completion = sdk(gateway).chat.completions.create(model="sora-2", messages=[{"role": "user", "content": "two"}])
+    assert completion.model_extra["video"]["status"] == "completed"  # neither quota kept the failed attempt

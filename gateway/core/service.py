@@ -203,8 +203,13 @@ class VideoService:
                 remix_source=remix_source, reservation_id=answer.reservation_id, job_id=job_id,
                 ledger=self._ledger_row(principal, request, request_id, "pending"),
             )
-        except APIError as exc:
+        except APIError as exc:  # the job was written and failed: its end refunded the reservation
             exc.headers.update(rate_headers(answer))
+            raise
+        except BaseException:
+            # e.g. the database refused the job: give the reservation back (refunds are idempotent)
+            if answer.reservation_id:
+                await self.quotas.refund(team.name, answer.reservation_id)
             raise
         return Generation(handle.record, handle, "miss", rate_headers(answer))
 
