@@ -60,6 +60,7 @@ def test_streaming_sends_role_once_progress_then_the_link(gateway):
     assert text.endswith(f"✅ Video ready: [▶ Watch]({videos[-1]['url']})")
     usage = chunks[-1].usage
     assert chunks[-1].choices == [] and usage is not None
+    assert chunks[-1].model_extra["video"] == videos[-1]  # every chunk carries the video object
     assert usage.model_extra["video_seconds"] == 4 and usage.model_extra["cost_usd"] == pytest.approx(0.4)
     assert_playable_mp4(httpx.get(videos[-1]["url"]).content)
 

@@ -84,7 +84,7 @@ async def _stream(gw, generation: Generation, fmt: StreamFormat, options: ChatOp
             yield writer.chunk({"content": fmt.ready(video["url"])}, video)
             yield writer.chunk({}, video, "stop")
             if options.include_usage:
-                yield writer.usage_chunk(usage(record, record.price))
+                yield writer.usage_chunk(usage(record, record.price), video)
             yield DONE
             return
         if record.status == "failed":
@@ -92,7 +92,7 @@ async def _stream(gw, generation: Generation, fmt: StreamFormat, options: ChatOp
                 yield writer.chunk({"content": fmt.refused(record.error_message or "content policy")}, video)
                 yield writer.chunk({}, video, "content_filter")
                 if options.include_usage:
-                    yield writer.usage_chunk(usage(record, 0.0))
+                    yield writer.usage_chunk(usage(record, 0.0), video)
             else:
                 error = _failure(record)
                 yield error_event(error.message, error.code or "upstream_error")

@@ -97,9 +97,9 @@ class ChunkWriter:
             body["video"] = video
         return b"data: " + orjson.dumps(body) + b"\n\n"
 
-    def usage_chunk(self, usage_: dict) -> bytes:
+    def usage_chunk(self, usage_: dict, video: dict) -> bytes:
         body = {"id": self.completion_id, "object": "chat.completion.chunk", "created": self.created,
-                "model": self.model, "choices": [], "usage": usage_}
+                "model": self.model, "choices": [], "usage": usage_, "video": video}
         return b"data: " + orjson.dumps(body) + b"\n\n"
 
 
