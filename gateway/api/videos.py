@@ -321,6 +321,8 @@ async def video_content(request: Request) -> Response:
         raise APIError(409, f"Video '{video_id}' is not ready: its status is {record.status}. Retrieve it until"
                             " the status is 'completed'.", code="video_not_ready")
     path = gw.store.path(video_id, variant)
+    if not path.is_file() and variant == "spritesheet":
+        await gw.jobs.fetch_preview(record, variant)
     if not path.is_file():
         raise APIError(404, f"Video '{video_id}' has no {variant} content: the upstream that made it did not"
                             f" provide one.", code="not_found", param="variant")

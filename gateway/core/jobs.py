@@ -401,7 +401,7 @@ class JobManager:
                 if attempt == 3 or exc.status in (400, 401, 403, 404):
                     raise
                 await asyncio.sleep(backoff_s(attempt + 1))
-        for variant in ("thumbnail", "spritesheet"):
+        for variant in ("thumbnail",):  # spritesheets are fetched when first asked for (`fetch_preview`)
             try:
                 preview = await upstream.download(record.upstream_job_id, key, final, variant)
                 if preview is not None:
@@ -469,6 +469,24 @@ class JobManager:
         if resumed:
             log.info("resumed unfinished jobs", extra={"count": resumed, "instance": self.coordinator.instance_id})
         return resumed
+
+    async def fetch_preview(self, record: JobRecord, variant: str) -> bool:
+        """Store a preview of a finished video that was not fetched with it; False when the upstream has none."""
+        upstream = self.upstreams.get(record.upstream)
+        pool = self.pools.get(record.upstream)
+        state = pool.get(record.upstream_key) if pool else None
+        if upstream is None or state is None or not record.upstream_job_id:
+            return False
+        try:
+            body = await upstream.download(record.upstream_job_id, state.key,
+                                           UpstreamStatus("completed", 100.0), variant)
+            if body is None:
+                return False
+            await self.store.save(record.id, variant, body)
+        except Exception:  # noqa: BLE001 - the upstream may have dropped it: it is simply not there
+            log.warning("preview download failed", extra={"job_id": record.id, "variant": variant})
+            return False
+        return True
 
     # reading
     async def find(self, job_id: str) -> JobHandle | JobRecord | None:
