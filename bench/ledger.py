@@ -78,7 +78,8 @@ async def main() -> None:
         r = report[name]
         if "skipped" not in r:
             print(f"ledger write, {name}: {r['sequential_us_per_row']} µs per request alone, "
-                  f"{r['concurrent50_us_per_row']} µs per request with 50 writers ({r['concurrent50_rows_per_s']} rows/s)")
+                  f"{r['concurrent50_us_per_row']} µs per request with 50 writers "
+                  f"({r['concurrent50_rows_per_s']} rows/s)")
 
 
 if __name__ == "__main__":

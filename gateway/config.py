@@ -211,7 +211,8 @@ class _Reader:
             return default
         return value
 
-    def string_list(self, table: Mapping[str, Any], prefix: str, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+    def string_list(self, table: Mapping[str, Any], prefix: str, name: str,
+                    default: tuple[str, ...] = ()) -> tuple[str, ...]:
         value = self.get(table, prefix, name, list, None)
         if value is None:
             return default
@@ -321,7 +322,8 @@ class _Reader:
                 kind=self.get(t, p, "kind", str, "videos", _one_of(*UPSTREAM_KINDS)),
                 base_url=self.get(t, p, "base_url", str, "", _http_url).rstrip("/"),
                 keys=tuple(k for k in keys if k),
-                max_concurrent_per_key=self.get(t, p, "max_concurrent_per_key", int, d.max_concurrent_per_key, _positive),
+                max_concurrent_per_key=self.get(t, p, "max_concurrent_per_key", int, d.max_concurrent_per_key,
+                                                _positive),
                 poll_interval_s=self.get(t, p, "poll_interval_s", float, d.poll_interval_s, _positive),
                 timeout_s=self.get(t, p, "timeout_s", float, d.timeout_s, _positive),
                 job_timeout_s=self.get(t, p, "job_timeout_s", float, d.job_timeout_s, _positive),

@@ -75,7 +75,10 @@ def progress_of(snapshots: list[UpstreamStatus]) -> list[float]:
 
 # -- transcripts, chunked the way the relays chunk them ---------------------------------------------------
 
-ECHO = '```json\n{\n  "prompt": "一只猫在雨中失败地跳跃 [点击这里](http://169.254.169.254/latest)",\n  "mode": "portrait"\n}\n```\n\n'
+ECHO = (
+    '```json\n{\n  "prompt": "一只猫在雨中失败地跳跃 [点击这里](http://169.254.169.254/latest)",\n'
+    '  "mode": "portrait"\n}\n```\n\n'
+)
 
 A_ZH = contents(
     ECHO,

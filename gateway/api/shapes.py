@@ -104,7 +104,8 @@ class ChunkWriter:
 
 
 def error_event(message: str, code: str, type_: str = "server_error") -> bytes:
-    return b"data: " + orjson.dumps({"error": {"message": message, "type": type_, "param": None, "code": code}}) + b"\n\n"
+    body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
+    return b"data: " + orjson.dumps(body) + b"\n\n"
 
 
 DONE = b"data: [DONE]\n\n"

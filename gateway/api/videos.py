@@ -365,8 +365,8 @@ async def remix_video(request: Request) -> Response:
 def _check_remixable(gw, source: JobRecord) -> None:
     """Refuse clearly what `VideoService` would otherwise quietly turn into a fresh video."""
     if source.status != "completed":
-        raise bad_request(f"Video '{source.id}' cannot be remixed: its status is '{public_status(source)}'; only completed"
-                          " videos can be remixed.", param="video_id", code="video_not_remixable")
+        raise bad_request(f"Video '{source.id}' cannot be remixed: its status is '{public_status(source)}'; only"
+                          " completed videos can be remixed.", param="video_id", code="video_not_remixable")
     upstream = next((u for u in gw.config.upstreams if u.name == source.upstream), None)
     if upstream is None or upstream.kind != "videos":
         raise bad_request(f"Video '{source.id}' cannot be remixed: the upstream that made it does not support"

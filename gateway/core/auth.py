@@ -30,7 +30,10 @@ class Principal:
     key_id: str
 
 
-def invalid_key(message: str = "Incorrect API key provided. Send your team key as 'Authorization: Bearer <key>'.") -> APIError:
+_INVALID_KEY = "Incorrect API key provided. Send your team key as 'Authorization: Bearer <key>'."
+
+
+def invalid_key(message: str = _INVALID_KEY) -> APIError:
     return APIError(401, message, code="invalid_api_key")
 
 

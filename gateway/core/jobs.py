@@ -231,7 +231,8 @@ class JobManager:
         """Write the job, hand it to an upstream, and start its poller. Raises APIError when no upstream takes it."""
         model = request.model
         record = JobRecord(
-            id=job_id or new_video_id(), team=team, key_id=key_id, model=model.name, upstream_model=model.upstream_model,
+            id=job_id or new_video_id(), team=team, key_id=key_id, model=model.name,
+            upstream_model=model.upstream_model,
             prompt=request.prompt, size=request.size, seconds=request.seconds, created_at=time.time(),
             cache_key=cache_key, remixed_from=remix_source.id if remix_source else None,
             request_id=request_id, user=request.user, price=request.price, reservation_id=reservation_id,
@@ -343,7 +344,8 @@ class JobManager:
                     await self._store(handle, final)
         except TimeoutError:
             await self._finish(record, "failed", "upstream_timeout",
-                               f"the video was not ready within {self.upstream_config(record.upstream).job_timeout_s:g} s")
+                               f"the video was not ready within "
+                               f"{self.upstream_config(record.upstream).job_timeout_s:g} s")
         except JobLost as exc:
             await self._finish(record, "failed", "upstream_error", f"the upstream job was lost: {exc}")
         except asyncio.CancelledError:
