@@ -68,12 +68,19 @@ def error_from_response(
     response: httpx.Response, body: bytes, *, secrets: Iterable[str] = ()
 ) -> UpstreamError:
     """An UpstreamError for a non-2xx answer, reading OpenAI's `{"error": {...}}` envelope when there is one."""
+    return error_from_status(response.status_code, response.reason_phrase, response.headers, body, secrets=secrets)
+
+
+def error_from_status(
+    status: int, reason: str | None, headers: Mapping[str, str], body: bytes, *, secrets: Iterable[str] = ()
+) -> UpstreamError:
+    """The same, for any HTTP client: the status, reason phrase, headers and (bounded) body of the answer."""
     message, code, param = _describe(body)
-    message = redact(message or response.reason_phrase or "no details", secrets)
+    message = redact(message or reason or "no details", secrets)
     return UpstreamError(
-        f"upstream answered HTTP {response.status_code}: {message}",
-        status=response.status_code,
-        retry_after=parse_retry_after(response.headers),
+        f"upstream answered HTTP {status}: {message}",
+        status=status,
+        retry_after=parse_retry_after(headers),
         code=code,
         param=param,
     )

@@ -6,20 +6,28 @@ import base64
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 
 from gateway.observability.metrics import NULL_METRICS, MetricsSink
 from gateway.upstreams.base import GenerationSpec, UpstreamError, UpstreamKey, UpstreamStatus
-from gateway.upstreams.http import error_from_response
+from gateway.upstreams.http import error_from_status
 from gateway.upstreams.list_poll import PAGE_SIZE, ListPoller
 
 MAX_CONNECTIONS = 128  # per upstream
 _DOWNLOADS = 16  # of which content downloads may hold at most this many
 _REFUSAL_CODES = frozenset({"moderation_blocked", "content_policy_violation", "people-in-user-uploads"})
+_MAX_ERROR_BODY = 64 * 1024
 
 
 class VideosUpstream:
+    """The Videos API dialect over aiohttp.
+
+    This adapter makes most of the gateway's upstream calls (a create per job, list polls, content downloads),
+    thousands at a time under load; aiohttp costs about a tenth of a millisecond of CPU per call where httpx's
+    pool costs milliseconds at that concurrency (see bench/README.md).
+    """
+
     kind = "videos"
 
     def __init__(
@@ -29,7 +37,6 @@ class VideosUpstream:
         *,
         timeout_s: float,
         poll_interval_s: float,
-        client: httpx.AsyncClient | None = None,
         metrics: MetricsSink = NULL_METRICS,
     ) -> None:
         self.name = name
@@ -37,21 +44,32 @@ class VideosUpstream:
         self.poll_interval_s = poll_interval_s
         self.metrics = metrics
         self._pollers: dict[str, ListPoller] = {}
-        self.client = client or httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout_s),
-            limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS),
-        )
-        # Calls wait their turn here rather than in httpcore's pool, whose scheduling scans every queued
-        # request on every change: with thousands of submissions at once that scan would eat the CPU.
+        self._session: aiohttp.ClientSession | None = None
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        # A download may take longer than one call in total; it must keep moving, though.
+        self._download_timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout_s, sock_read=timeout_s)
         self._gate = asyncio.Semaphore(MAX_CONNECTIONS - _DOWNLOADS)
         self._download_gate = asyncio.Semaphore(_DOWNLOADS)
+
+    def _client(self) -> aiohttp.ClientSession:
+        """The pooled session, made inside the running event loop on first use."""
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS, limit_per_host=MAX_CONNECTIONS),
+                json_serialize=lambda value: orjson.dumps(value).decode(),
+            )
+        return self._session
 
     async def submit(self, spec: GenerationSpec, key: UpstreamKey) -> str:
         if spec.remix_of:
             video = await self._call("POST", f"/videos/{spec.remix_of}/remix", key, json={"prompt": spec.prompt})
         elif spec.image is not None:
-            files = {"input_reference": (spec.image.filename, spec.image.data, spec.image.mime)}
-            video = await self._call("POST", "/videos", key, data=_form(spec), files=files)
+            form = aiohttp.FormData()
+            for field, value in _form(spec).items():
+                form.add_field(field, value)
+            form.add_field("input_reference", spec.image.data, filename=spec.image.filename,
+                           content_type=spec.image.mime)
+            video = await self._call("POST", "/videos", key, data=form)
         else:
             video = await self._call("POST", "/videos", key, json=_form(spec))
         if not isinstance(video.get("id"), str):
@@ -74,56 +92,57 @@ class VideosUpstream:
     async def download(
         self, upstream_id: str, key: UpstreamKey, final: UpstreamStatus, variant: str
     ) -> AsyncIterator[bytes] | None:
-        request = self.client.build_request(
-            "GET", f"{self.base_url}/videos/{upstream_id}/content", params={"variant": variant},
-            headers=_auth(key),
-        )
+        url = f"{self.base_url}/videos/{upstream_id}/content"
         await self._download_gate.acquire()  # released when the body has been read (or given up)
         try:
             with self.metrics.upstream_call(self.name, key.label, "download") as call:
-                response = await self.client.send(request, stream=True)
-                call.status = response.status_code
-        except httpx.HTTPError as exc:
+                response = await self._client().get(url, params={"variant": variant}, headers=_auth(key),
+                                                    timeout=self._download_timeout)
+                call.status = response.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
             self._download_gate.release()
             raise UpstreamError(f"content download failed: {type(exc).__name__}") from None
         except BaseException:
             self._download_gate.release()
             raise
-        if response.status_code >= 400:
-            body = await response.aread()
-            await response.aclose()
+        if response.status >= 400:
+            body = await _bounded(response)
+            response.release()
             self._download_gate.release()
-            if response.status_code in (400, 404) and variant != "video":
+            if response.status in (400, 404) and variant != "video":
                 return None
-            raise error_from_response(response, body)
+            raise error_from_status(response.status, response.reason, response.headers, body)
         return _Body(response, self._download_gate)
 
     async def aclose(self) -> None:
         for poller in self._pollers.values():
             await poller.aclose()
-        await self.client.aclose()
+        if self._session is not None:
+            await self._session.close()
 
     async def _call(self, method: str, path: str, key: UpstreamKey, **kwargs: Any) -> dict[str, Any]:
+        operation = "submit" if method == "POST" else "poll"
         try:
             async with self._gate:
-                with self.metrics.upstream_call(self.name, key.label,
-                                                "submit" if method == "POST" else "poll") as call:
-                    response = await self.client.request(method, self.base_url + path, headers=_auth(key),
-                                                         **kwargs)
-                    call.status = response.status_code
-        except httpx.TimeoutException:
+                with self.metrics.upstream_call(self.name, key.label, operation) as call:
+                    async with self._client().request(method, self.base_url + path, headers=_auth(key),
+                                                      timeout=self._timeout, **kwargs) as response:
+                        call.status = response.status
+                        body = await response.read()
+                        status, reason, headers = response.status, response.reason, response.headers
+        except TimeoutError:
             raise UpstreamError(f"upstream {self.name} timed out") from None
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise UpstreamError(f"upstream {self.name} connection failed: {type(exc).__name__}") from None
-        if response.status_code >= 400:
-            raise error_from_response(response, response.content)
+        if status >= 400:
+            raise error_from_status(status, reason, headers, body[:_MAX_ERROR_BODY])
         try:
-            body = orjson.loads(response.content)
+            decoded = orjson.loads(body)
         except orjson.JSONDecodeError:
             raise UpstreamError(f"upstream {self.name} answered with invalid JSON", status=502) from None
-        if not isinstance(body, dict):
+        if not isinstance(decoded, dict):
             raise UpstreamError(f"upstream {self.name} answered with an unexpected body", status=502)
-        return body
+        return decoded
 
 
 def to_status(video: dict[str, Any]) -> UpstreamStatus:
@@ -163,15 +182,17 @@ def _auth(key: UpstreamKey) -> dict[str, str]:
 class _Body:
     """A downloading response body that frees its download slot however it ends, read or not."""
 
-    def __init__(self, response: httpx.Response, gate: asyncio.Semaphore) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, gate: asyncio.Semaphore) -> None:
         self.response = response
         self.gate = gate
         self._closed = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
-            async for chunk in self.response.aiter_bytes(65536):
+            async for chunk in self.response.content.iter_chunked(65536):
                 yield chunk
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise UpstreamError(f"content download broke off: {type(exc).__name__}") from None
         finally:
             await self.aclose()
 
@@ -179,7 +200,14 @@ class _Body:
         if not self._closed:
             self._closed = True
             self.gate.release()
-            await self.response.aclose()
+            self.response.release()
+
+
+async def _bounded(response: aiohttp.ClientResponse) -> bytes:
+    try:
+        return await response.content.read(_MAX_ERROR_BODY)
+    except (aiohttp.ClientError, TimeoutError):
+        return b""
 
 
 def data_uri(mime: str, data: bytes) -> str:
