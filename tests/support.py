@@ -165,3 +165,22 @@ def finished_video(client: Any, video_id: str, timeout: float = 30.0) -> Any:
     """Retrieve a video through the SDK until it is completed or failed."""
     return wait_until(lambda: (v := client.videos.retrieve(video_id)).status in ("completed", "failed") and v,
                       timeout=timeout)
+
+
+@contextlib.contextmanager
+def failing(obj: Any, method: str, error: Exception) -> Iterator[None]:
+    """Make `obj.method` raise `error` for a while: a fault in a backend of a running gateway."""
+    had_own = method in vars(obj)
+    original = getattr(obj, method)
+
+    async def fail(*args: Any, **kwargs: Any) -> Any:
+        raise error
+
+    setattr(obj, method, fail)
+    try:
+        yield
+    finally:
+        if had_own:
+            setattr(obj, method, original)
+        else:
+            delattr(obj, method)

@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support import ALPHA_KEY, BETA_KEY, LIMITED_KEY, wait_until
+from tests.support import ALPHA_KEY, BETA_KEY, LIMITED_KEY, failing, wait_until
 
 PROMPT = [{"role": "user", "content": "a red fox running through fresh snow"}]
 
@@ -271,18 +271,10 @@ def test_content_supports_range_requests(gateway):
 def test_a_database_outage_is_a_retryable_503_not_a_crash(gateway):
     import sqlite3
 
-    services = gateway.app.state.gateway
-    original = services.db.find_cached
-
-    async def locked(*args, **kwargs):
-        raise sqlite3.OperationalError("database is locked")
-
-    services.db.find_cached = locked
-    try:
-        with pytest.raises(openai.InternalServerError) as err:
-            client(gateway).chat.completions.create(model="sora-2", messages=PROMPT)
-    finally:
-        services.db.find_cached = original
+    db = gateway.app.state.gateway.db
+    with failing(db, "find_cached", sqlite3.OperationalError("database is locked")), \
+            pytest.raises(openai.InternalServerError) as err:
+        client(gateway).chat.completions.create(model="sora-2", messages=PROMPT)
     assert err.value.status_code == 503 and err.value.code == "backend_unavailable"
     assert err.value.response.headers["retry-after"] == "2"
     assert client(gateway).chat.completions.create(model="sora-2", messages=PROMPT).model_extra["video"]["url"]

@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support import ADMIN_KEY, ALPHA_KEY, BETA_KEY, hash_key, to_toml, wait_until
+from tests.support import ADMIN_KEY, ALPHA_KEY, BETA_KEY, failing, hash_key, to_toml, wait_until
 
 ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
 
@@ -204,18 +204,10 @@ def test_a_job_the_database_refuses_gives_its_reservation_back(simulator, start_
     import sqlite3
 
     gateway = start_gateway(simulator, teams=teams(concurrent_jobs=1, videos_per_day=1))
-    services = gateway.app.state.gateway
-    original = services.db.insert_job
-
-    async def refuse(*args, **kwargs):
-        raise sqlite3.OperationalError("disk I/O error")
-
-    services.db.insert_job = refuse
-    try:
-        with pytest.raises(openai.InternalServerError) as err:
-            sdk(gateway).chat.completions.create(model="sora-2", messages=[{"role": "user", "content": "one"}])
-    finally:
-        services.db.insert_job = original
+    db = gateway.app.state.gateway.db
+    with failing(db, "insert_job", sqlite3.OperationalError("disk I/O error")), \
+            pytest.raises(openai.InternalServerError) as err:
+        sdk(gateway).chat.completions.create(model="sora-2", messages=[{"role": "user", "content": "one"}])
     assert err.value.code == "backend_unavailable"
     completion = sdk(gateway).chat.completions.create(model="sora-2", messages=[{"role": "user", "content": "two"}])
     assert completion.model_extra["video"]["status"] == "completed"  # neither quota kept the failed attempt
