@@ -76,8 +76,10 @@ class Gateway:
         else:
             self.coordinator = LocalCoordinator()
             self.quotas = MemoryQuotaStore()
-        self.pools = {u.name: KeyPool.from_secrets(u.name, u.keys, u.max_concurrent_per_key, self.coordinator)
-                      for u in config.upstreams}
+        self.pools = {u.name: self._pool(u) for u in config.upstreams}
+
+    def _pool(self, upstream: UpstreamConfig) -> KeyPool:
+        return KeyPool.from_secrets(upstream.name, upstream.keys, upstream.max_concurrent_per_key, self.coordinator)
 
     async def start(self) -> None:
         config = self.config
@@ -132,8 +134,7 @@ class Gateway:
                 changes.append(f"upstream {upstream.name}: {'added' if previous is None else 'settings changed'}")
             pool = self.pools.get(upstream.name)
             if pool is None:
-                self.pools[upstream.name] = KeyPool.from_secrets(
-                    upstream.name, upstream.keys, upstream.max_concurrent_per_key, self.coordinator)
+                self.pools[upstream.name] = self._pool(upstream)
                 continue
             for change in pool.reconfigure(upstream.keys, upstream.max_concurrent_per_key):
                 changes.append(f"upstream key {change}")

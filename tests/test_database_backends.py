@@ -263,24 +263,7 @@ async def test_ledger_insert_replaces_a_row_with_the_same_request_id(database: D
     assert await database.ledger_rows(None, None, None) == [replacement]
 
 
-async def test_ledger_finish_touches_pending_rows_only(database: Database) -> None:
-    pending = ledger_row("req_pending", 100.0, latency_ms=7.5, upstream="relay-a", upstream_key="relay-a#1")
-    await database.ledger_insert(pending)
-    await database.ledger_insert(ledger_row("req_other", 200.0))
-
-    await database.ledger_finish("req_pending", "rejected", 0.0, None)
-    finished = replace(pending, outcome="rejected", cost_usd=0.0)
-    await database.ledger_finish("req_pending", "completed", 9.0, 1.0, "relay-b", "relay-b#9")
-    await database.ledger_finish("req_other", "completed", 0.4, 30.0, "relay-b", "relay-b#2")
-
-    assert await database.ledger_rows(None, None, None) == [
-        finished,
-        ledger_row("req_other", 200.0, outcome="completed", cost_usd=0.4, latency_ms=30.0, upstream="relay-b",
-                   upstream_key="relay-b#2"),
-    ]
-
-
-async def test_ledger_finish_job_closes_every_pending_row_of_the_job(database: Database) -> None:
+async def test_finish_job_closes_the_job_and_every_pending_row_of_it_once(database: Database) -> None:
     rows = [
         ledger_row("req_submitter", 100.0, job_id="video_1"),
         ledger_row("req_joiner", 250.0, team="beta", job_id="video_1"),
@@ -288,10 +271,15 @@ async def test_ledger_finish_job_closes_every_pending_row_of_the_job(database: D
         ledger_row("req_elsewhere", 400.0, job_id="video_2"),
         ledger_row("req_no_job", 500.0),
     ]
-    for row in rows:
+    await database.insert_job(job("video_1", status="in_progress"), rows[0])
+    assert await database.ledger_rows(None, None, None) == [rows[0]]  # written with the job
+    for row in rows[1:]:
         await database.ledger_insert(row)
+    changes = {"status": "completed", "progress": 100.0, "completed_at": 1000.0, "upstream": "relay-a",
+               "upstream_key": "relay-a#1"}
 
-    await database.ledger_finish_job("video_1", "completed", 0.4, "relay-a", "relay-a#1", finished_at=1000.0)
+    assert await database.finish_job("video_1", changes, "completed", 0.4) is True
+    assert await database.finish_job("video_1", {**changes, "status": "failed"}, "failed", 0.0) is False
 
     closed = {"outcome": "completed", "cost_usd": 0.4, "upstream": "relay-a", "upstream_key": "relay-a#1"}
     assert await database.ledger_rows(None, None, None) == [
@@ -299,6 +287,25 @@ async def test_ledger_finish_job_closes_every_pending_row_of_the_job(database: D
         replace(rows[1], **closed, latency_ms=750_000.0),
         *rows[2:],
     ]
+    finished = await database.get_job("video_1")
+    assert (finished.status, finished.completed_at, finished.upstream_key) == ("completed", 1000.0, "relay-a#1")
+
+
+async def test_completed_totals_per_team_since_the_day_and_month_starts(database: Database) -> None:
+    rows = [
+        ledger_row("req_last_month", 50.0, outcome="completed", seconds=12, cost_usd=1.2),
+        ledger_row("req_this_month", 150.0, outcome="completed", seconds=8, cost_usd=0.8),
+        ledger_row("req_today", 250.0, outcome="completed", seconds=4, cost_usd=0.4),
+        ledger_row("req_failed_today", 260.0, outcome="failed", seconds=4),
+        ledger_row("req_hit_today", 270.0, outcome="cache_hit", seconds=4),
+        ledger_row("req_beta", 280.0, team="beta", outcome="completed", seconds=4, cost_usd=0.3),
+    ]
+    for row in rows:
+        await database.ledger_insert(row)
+
+    totals = await database.completed_totals(day_start=200.0, month_start=100.0)
+
+    assert totals == {"alpha": (1, 12, pytest.approx(1.2)), "beta": (1, 4, pytest.approx(0.3))}
 
 
 async def test_ledger_rows_filter_by_team_and_half_open_time_range(database: Database) -> None:

@@ -23,7 +23,7 @@ _FAILURE_STATUS = {"upstream_timeout": 504}
 async def chat_completions(request: Request) -> Response:
     gw = services(request)
     principal = await authenticate(request)
-    alias, body = parse_chat_body(await read_json(request, gw.config.server.max_body_bytes), gw.config.models)
+    alias, body = parse_chat_body(await read_json(request, gw.config.server.max_body_bytes))
     request.state.model = alias
     model = resolve_model(gw.config.models, principal.team, alias)
     video_request, options = build_video_request(body, model)

@@ -1,6 +1,7 @@
 """Small helpers every endpoint shares: reading bodies, authenticating, JSON responses."""
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -43,17 +44,21 @@ def too_large(limit: int) -> APIError:
                          " image or a URL instead of inline data.", code="request_too_large")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def bounded_stream(request: Request, limit: int) -> AsyncIterator[bytes]:
+    """The request body, chunk by chunk; 413 as soon as it (or its declared length) passes `limit` bytes."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise too_large(limit)
-    chunks, size = [], 0
+    size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
             raise too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
+        yield chunk
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    return b"".join([chunk async for chunk in bounded_stream(request, limit)])
 
 
 async def read_json(request: Request, limit: int) -> Any:

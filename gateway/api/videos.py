@@ -13,7 +13,6 @@ and the reverse.
 """
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,15 +21,12 @@ from starlette.formparsers import FormParser, MultiPartException, MultiPartParse
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
-from gateway.api.common import JSONResponse, authenticate, read_json, request_id, services, too_large
+from gateway.api.common import JSONResponse, authenticate, bounded_stream, read_json, request_id, services
 from gateway.api.shapes import public_status, video_object
 from gateway.backends.records import JobRecord
 from gateway.backends.store import MEDIA_TYPES
-from gateway.config import ModelConfig
-from gateway.core.auth import Principal
 from gateway.core.cache import CacheControl
 from gateway.core.images import ImageError, load_image, sniff_mime
-from gateway.core.jobs import JobHandle
 from gateway.core.request import VideoRequest, check_seconds, check_size, resolve_model
 from gateway.core.service import Generation
 from gateway.errors import APIError, bad_request
@@ -52,8 +48,7 @@ async def own_job(request: Request, video_id: str, team: str) -> JobRecord:
 
     For a running job this is the live record its poller updates, not a database snapshot.
     """
-    found = await services(request).jobs.find(video_id)
-    record = found.record if isinstance(found, JobHandle) else found
+    record = await services(request).jobs.find(video_id)
     if record is None or record.team != team or record.deleted:
         raise _not_found(video_id)
     return record
@@ -68,7 +63,7 @@ async def create_video(request: Request) -> Response:
     principal = await authenticate(request)
     params = await read_params(request, gw.config.server.max_body_bytes)
     prompt = _prompt(params)
-    model = _model(gw, principal, params.get("model") or DEFAULT_MODEL)
+    model = resolve_model(gw.config.models, principal.team, params.get("model") or DEFAULT_MODEL)
     request.state.model = model.name
     video_request = VideoRequest(
         model=model,
@@ -99,10 +94,6 @@ def _prompt(params: dict[str, Any]) -> str:
 def _user(params: dict[str, Any]) -> str | None:
     user = params.get("user")
     return user if isinstance(user, str) and user else None
-
-
-def _model(gw, principal: Principal, alias: Any) -> ModelConfig:
-    return resolve_model(gw.config.models, principal.team, alias)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,10 +143,10 @@ async def read_params(request: Request, limit: int) -> dict[str, Any]:
     content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if content_type == "multipart/form-data":
         parser: MultiPartParser | FormParser = MultiPartParser(
-            request.headers, _bounded(request, limit), max_files=_MAX_FORM_FILES, max_fields=_MAX_FORM_FIELDS,
+            request.headers, bounded_stream(request, limit), max_files=_MAX_FORM_FILES, max_fields=_MAX_FORM_FIELDS,
             max_part_size=limit)
     elif content_type == "application/x-www-form-urlencoded":
-        parser = FormParser(request.headers, _bounded(request, limit), max_fields=_MAX_FORM_FIELDS,
+        parser = FormParser(request.headers, bounded_stream(request, limit), max_fields=_MAX_FORM_FIELDS,
                             max_part_size=limit)
     else:
         body = await read_json(request, limit)
@@ -182,18 +173,6 @@ async def read_params(request: Request, limit: int) -> dict[str, Any]:
     finally:
         await form.close()
     return params
-
-
-async def _bounded(request: Request, limit: int) -> AsyncIterator[bytes]:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise too_large(limit)
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large(limit)
-        yield chunk
 
 
 # -- list, retrieve, delete ------------------------------------------------------------------------------
@@ -243,7 +222,7 @@ def _limit(raw: str | None) -> int:
 
 def _live(gw, record: JobRecord) -> JobRecord:
     """The poller's up-to-date record for a running job (the database only holds coarse progress)."""
-    handle = gw.jobs.active.get(record.id) or gw.jobs.watched.get(record.id)
+    handle = gw.jobs.live(record.id)
     return handle.record if handle is not None else record
 
 
@@ -262,7 +241,7 @@ def poll_after_ms(gw, record: JobRecord) -> int:
     A Videos-dialect job changes only when its upstream is polled, so polling the gateway faster than that
     returns the same answer; chat relays push progress as it happens, for which the SDK's default is right.
     """
-    upstream = next((u for u in gw.config.upstreams if u.name == record.upstream), None)
+    upstream = gw.jobs.upstream_config(record.upstream)
     if upstream is None or upstream.kind != "videos":
         return POLL_AFTER_DEFAULT_MS
     low, high = POLL_AFTER_BOUNDS_MS
@@ -285,13 +264,6 @@ async def delete_video(request: Request) -> Response:
     record.deleted = True  # for a running job, the live record: its poller discards the result
     gw.store.delete(video_id)
     gw.videos.forget(record)
-    if record.cache_key:
-        # An identical request must not join this job any more; finished results are already out of the
-        # cache, since lookups skip deleted jobs.
-        flight = gw.videos.flights.get(record.cache_key)
-        if flight is not None and flight.done() and not flight.exception() \
-                and flight.result().record.id == video_id:
-            gw.videos.flights.release(record.cache_key)
     return JSONResponse({"id": video_id, "object": "video.deleted", "deleted": True})
 
 
@@ -310,8 +282,7 @@ async def video_content(request: Request) -> Response:
         problem = gw.signer.verify(video_id, variant, exp or "", sig or "")
         if problem is not None:
             raise APIError(403, f"This video link is not valid: {problem}.", code="invalid_signature")
-        found = await gw.jobs.find(video_id)
-        record = found.record if isinstance(found, JobHandle) else found
+        record = await gw.jobs.find(video_id)
         if record is None or record.deleted:
             raise _not_found(video_id)
     else:
@@ -367,7 +338,7 @@ def _check_remixable(gw, source: JobRecord) -> None:
     if source.status != "completed":
         raise bad_request(f"Video '{source.id}' cannot be remixed: its status is '{public_status(source)}'; only"
                           " completed videos can be remixed.", param="video_id", code="video_not_remixable")
-    upstream = next((u for u in gw.config.upstreams if u.name == source.upstream), None)
+    upstream = gw.jobs.upstream_config(source.upstream)
     if upstream is None or upstream.kind != "videos":
         raise bad_request(f"Video '{source.id}' cannot be remixed: the upstream that made it does not support"
                           " remixing. Create a new video instead.", param="video_id", code="video_not_remixable")

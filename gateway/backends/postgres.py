@@ -268,23 +268,15 @@ class PostgresDatabase:
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.executemany(_UPSERT_LEDGER, [tuple(getattr(r, n) for n in _LEDGER_COLUMNS) for r in rows])
 
-    async def ledger_finish(self, request_id: str, outcome: str, cost_usd: float, latency_ms: float | None,
-                            upstream: str | None = None, upstream_key: str | None = None) -> None:
-        await self.pool.execute(
-            "UPDATE ledger SET outcome = $1, cost_usd = $2, latency_ms = COALESCE($3, latency_ms),"
-            " upstream = COALESCE($4, upstream), upstream_key = COALESCE($5, upstream_key)"
-            " WHERE request_id = $6 AND outcome = 'pending'",
-            outcome, cost_usd, latency_ms, upstream, upstream_key, request_id,
+    async def completed_totals(self, day_start: float, month_start: float) -> dict[str, tuple[int, int, float]]:
+        """Per team, what completed requests used since the starts given: (videos that day, video seconds and
+        USD that month). Quota counters are rebuilt from it at start-up."""
+        rows = await self.pool.fetch(
+            "SELECT team, COUNT(*) FILTER (WHERE time >= $1) AS videos, SUM(seconds) AS seconds,"
+            " SUM(cost_usd) AS usd FROM ledger WHERE outcome = 'completed' AND time >= $2 GROUP BY team",
+            day_start, month_start,
         )
-
-    async def ledger_finish_job(self, job_id: str, outcome: str, cost_usd: float, upstream: str | None,
-                                upstream_key: str | None, finished_at: float) -> None:
-        """Close every pending row of a job (its submitter and any joiners' rows stay separate)."""
-        await self.pool.execute(
-            "UPDATE ledger SET outcome = $1, cost_usd = $2, upstream = $3, upstream_key = $4,"
-            " latency_ms = ($5 - time) * 1000 WHERE job_id = $6 AND outcome = 'pending'",
-            outcome, cost_usd, upstream, upstream_key, finished_at, job_id,
-        )
+        return {r["team"]: (int(r["videos"] or 0), int(r["seconds"] or 0), float(r["usd"] or 0.0)) for r in rows}
 
     async def ledger_rows(self, team: str | None, since: float | None,
                           until: float | None) -> list[LedgerRow]:

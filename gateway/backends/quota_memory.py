@@ -13,7 +13,6 @@ from typing import NamedTuple
 
 from gateway.config import QuotaConfig
 from gateway.core.quota import (
-    MICROS_PER_USD,
     RESERVATION_TTL_S,
     Admission,
     Charge,
@@ -22,6 +21,7 @@ from gateway.core.quota import (
     calendar_at,
     from_micros,
     rejection,
+    to_micros,
 )
 
 
@@ -119,9 +119,9 @@ class MemoryQuotaStore:
                 return self._reject(
                     team, limits, "video_seconds_per_month", counters.seconds, charge.video_seconds, counters, now
                 )
-            micros = round(charge.usd * MICROS_PER_USD)
+            micros = to_micros(charge.usd)
             budget = limits.budget_usd_per_month
-            if budget is not None and counters.micros + micros > round(budget * MICROS_PER_USD):
+            if budget is not None and counters.micros + micros > to_micros(budget):
                 return self._reject(team, limits, "budget_usd_per_month", counters.micros, micros, counters, now)
             reservation_id = f"{self._id_prefix}{next(self._ids):x}"
             self._reserve(counters, reservation_id, charge.videos, charge.video_seconds, micros, now)
@@ -202,10 +202,10 @@ class MemoryQuotaStore:
         counters.roll(now)
         counters.videos = videos_today
         counters.seconds = seconds_month
-        counters.micros = round(usd_month * MICROS_PER_USD)
+        counters.micros = to_micros(usd_month)
         counters.active = {}
         for reservation_id, charge in active:
-            micros = round(charge.usd * MICROS_PER_USD)
+            micros = to_micros(charge.usd)
             self._reserve(counters, reservation_id, charge.videos, charge.video_seconds, micros, now)
 
     async def close(self) -> None:

@@ -195,23 +195,15 @@ class SQLiteDatabase:
             tuple(getattr(row, n) for n in names),
         )
 
-    async def ledger_finish(self, request_id: str, outcome: str, cost_usd: float, latency_ms: float | None,
-                            upstream: str | None = None, upstream_key: str | None = None) -> None:
-        self.conn.execute(
-            "UPDATE ledger SET outcome = ?, cost_usd = ?, latency_ms = COALESCE(?, latency_ms),"
-            " upstream = COALESCE(?, upstream), upstream_key = COALESCE(?, upstream_key)"
-            " WHERE request_id = ? AND outcome = 'pending'",
-            (outcome, cost_usd, latency_ms, upstream, upstream_key, request_id),
+    async def completed_totals(self, day_start: float, month_start: float) -> dict[str, tuple[int, int, float]]:
+        """Per team, what completed requests used since the starts given: (videos that day, video seconds and
+        USD that month). Quota counters are rebuilt from it at start-up."""
+        rows = self.conn.execute(
+            "SELECT team, SUM(time >= ?), SUM(seconds), SUM(cost_usd) FROM ledger"
+            " WHERE outcome = 'completed' AND time >= ? GROUP BY team",
+            (day_start, month_start),
         )
-
-    async def ledger_finish_job(self, job_id: str, outcome: str, cost_usd: float, upstream: str | None,
-                                upstream_key: str | None, finished_at: float) -> None:
-        """Close every pending row of a job (its submitter and any joiners' rows stay separate)."""
-        self.conn.execute(
-            "UPDATE ledger SET outcome = ?, cost_usd = ?, upstream = ?, upstream_key = ?,"
-            " latency_ms = (? - time) * 1000 WHERE job_id = ? AND outcome = 'pending'",
-            (outcome, cost_usd, upstream, upstream_key, finished_at, job_id),
-        )
+        return {team: (int(videos or 0), int(seconds or 0), float(usd or 0.0)) for team, videos, seconds, usd in rows}
 
     async def ledger_rows(self, team: str | None, since: float | None, until: float | None) -> list[LedgerRow]:
         where, params = ["1 = 1"], []

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -56,7 +55,3 @@ class LocalVideoStore:
             return True
         except OSError:
             return False
-
-    def clear(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
-        self.root.mkdir(parents=True, exist_ok=True)

@@ -14,10 +14,6 @@ class StreamFormat:
     ready: Callable[[str], str]
     refused: Callable[[str], str]
 
-    def progress_key(self, progress: float) -> str:
-        """The text shown for a progress value; a new delta is sent only when it changes."""
-        return self.progress(progress)
-
 
 MARKDOWN = StreamFormat(
     name="markdown",

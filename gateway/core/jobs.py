@@ -24,6 +24,7 @@ from gateway.upstreams.base import (
     JobLost,
     Upstream,
     UpstreamError,
+    UpstreamKey,
     UpstreamStatus,
 )
 from gateway.upstreams.faults import Retry, backoff_s, decide
@@ -127,13 +128,14 @@ class JobManager:
         self._known_upstreams: dict[str, UpstreamConfig] = {u.name: u for u in config.upstreams}
         self._tasks: list[asyncio.Task] = []
 
-    def upstream_config(self, name: str) -> UpstreamConfig:
-        """An upstream's settings; one dropped by a reload keeps its last settings for the jobs still on it."""
+    def upstream_config(self, name: str) -> UpstreamConfig | None:
+        """An upstream's settings; one dropped by a reload keeps its last settings for the jobs still on it.
+        None for a name this process never had in its config (a job made under an older config)."""
         found = next((u for u in self.config.upstreams if u.name == name), None)
         if found is not None:
             self._known_upstreams[name] = found
             return found
-        return self._known_upstreams[name]
+        return self._known_upstreams.get(name)
 
     def reconfigure(self, config: Config) -> None:
         for upstream in self.config.upstreams:
@@ -403,15 +405,8 @@ class JobManager:
                 if attempt == 3 or exc.status in (400, 401, 403, 404):
                     raise
                 await asyncio.sleep(backoff_s(attempt + 1))
-        for variant in ("thumbnail",):  # spritesheets are fetched when first asked for (`fetch_preview`)
-            try:
-                preview = await upstream.download(record.upstream_job_id, key, final, variant)
-                if preview is not None:
-                    await self.store.save(record.id, variant, preview)
-                    if variant == "thumbnail":
-                        record.has_thumbnail = True
-            except Exception:  # noqa: BLE001 - a missing preview never fails a finished video
-                log.warning("preview download failed", extra={"job_id": record.id, "variant": variant})
+        # the thumbnail comes with the video; a spritesheet is fetched when first asked for (`fetch_preview`)
+        record.has_thumbnail = await self._save_preview(upstream, record, key, final, "thumbnail")
         current = await self.db.get_job(record.id)  # a delete may have come through another instance
         if record.deleted or (current is not None and current.deleted):
             # deleted while it ran: it is accounted for as usual, but nothing is kept
@@ -479,27 +474,36 @@ class JobManager:
         state = pool.get(record.upstream_key) if pool else None
         if upstream is None or state is None or not record.upstream_job_id:
             return False
+        return await self._save_preview(upstream, record, state.key, UpstreamStatus("completed", 100.0), variant)
+
+    async def _save_preview(self, upstream: Upstream, record: JobRecord, key: UpstreamKey, final: UpstreamStatus,
+                            variant: str) -> bool:
+        """Store a preview variant; a missing or failing one never fails a finished video."""
         try:
-            body = await upstream.download(record.upstream_job_id, state.key,
-                                           UpstreamStatus("completed", 100.0), variant)
+            body = await upstream.download(record.upstream_job_id, key, final, variant)
             if body is None:
                 return False
             await self.store.save(record.id, variant, body)
-        except Exception:  # noqa: BLE001 - the upstream may have dropped it: it is simply not there
+        except Exception:  # noqa: BLE001 - the upstream may not have it (any more): it is simply not there
             log.warning("preview download failed", extra={"job_id": record.id, "variant": variant})
             return False
         return True
 
     # reading
-    async def find(self, job_id: str) -> JobHandle | JobRecord | None:
-        handle = self.active.get(job_id) or self.watched.get(job_id)
+    def live(self, job_id: str) -> JobHandle | None:
+        """The handle of a job clients can wait on here, whether this instance or another follows it."""
+        return self.active.get(job_id) or self.watched.get(job_id)
+
+    async def find(self, job_id: str) -> JobRecord | None:
+        """A job's record: the live one while it runs here, else the database's."""
+        handle = self.live(job_id)
         if handle is not None:
-            return handle
+            return handle.record
         return await self.db.get_job(job_id)
 
     async def attach(self, job_id: str, wait_s: float = 5.0) -> JobHandle | None:
         """A handle on any job, followed here or elsewhere, that a client can wait on."""
-        handle = self.active.get(job_id) or self.watched.get(job_id)
+        handle = self.live(job_id)
         if handle is not None:
             return handle
         deadline = time.monotonic() + wait_s
@@ -510,18 +514,13 @@ class JobManager:
             await asyncio.sleep(0.05)  # the instance that claimed the flight is still writing the job
         if record is None:
             return None
-        handle = self.active.get(job_id) or self.watched.get(job_id)
+        handle = self.live(job_id)
         if handle is not None:
             return handle
         handle = JobHandle(record)
         if not handle.done:
             self.watched[job_id] = handle
         return handle
-
-    async def wait(self, handle: JobHandle) -> JobRecord:
-        async for _ in handle.changes():
-            pass
-        return handle.record
 
 
 def _reason(exc: UpstreamError) -> str:

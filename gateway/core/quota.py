@@ -127,12 +127,14 @@ class QuotaStore(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Calendar:
-    """The UTC day and month a moment falls in, with the epoch second each of them ends."""
+    """The UTC day and month a moment falls in, with the epoch seconds each of them starts and ends."""
 
     day: str  # "2025-01-31"
     day_end: int
     month: str  # "2025-01"
     month_end: int
+    day_start: int
+    month_start: int
 
 
 @lru_cache(maxsize=8)
@@ -144,6 +146,8 @@ def _calendar(day_number: int) -> Calendar:
         day_end=(day_number + 1) * 86_400,
         month=f"{start:%Y-%m}",
         month_end=int(next_month.timestamp()),
+        day_start=day_number * 86_400,
+        month_start=int(datetime(start.year, start.month, 1, tzinfo=UTC).timestamp()),
     )
 
 

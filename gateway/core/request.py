@@ -35,7 +35,7 @@ class ChatOptions:
     stream_format: str
 
 
-def parse_chat_body(body: Any, models: dict[str, ModelConfig]) -> tuple[str, Any]:
+def parse_chat_body(body: Any) -> tuple[str, dict[str, Any]]:
     """Return (model alias, body) after the checks that do not depend on the team."""
     if not isinstance(body, dict):
         raise bad_request("The request body must be a JSON object.")

@@ -48,7 +48,7 @@ class VideoService:
         self.quotas = quotas
         self.image_limits = image_limits
         self.metrics = metrics
-        self.flights: SingleFlight[JobHandle] = SingleFlight()
+        self.flights: SingleFlight[Generation] = SingleFlight()
         # Finished results recently served, so a burst of hits costs no database read or file stat.
         self._hits: TTLCache[str, JobRecord] = TTLCache(maxsize=10_000, ttl=min(5.0, config.cache.ttl_s))
         jobs.finish_hooks.append(self._job_finished)
@@ -57,16 +57,15 @@ class VideoService:
         """Rebuild quota counters from the ledger (the embedded store keeps none across restarts)."""
         now = time.time()
         cal = calendar_at(now)
-        month_start = _month_start(now)
-        rows = await self.db.ledger_rows(None, month_start, None)
+        totals = await self.db.completed_totals(cal.day_start, cal.month_start)
         active = await self.db.active_jobs()
         for team in self.config.teams:
-            mine = [r for r in rows if r.team == team.name and r.outcome == "completed"]
+            videos_today, seconds_month, usd_month = totals.get(team.name, (0, 0, 0.0))
             await self.quotas.seed(
                 team.name,
-                videos_today=sum(1 for r in mine if r.time >= cal.day_end - 86_400),
-                seconds_month=sum(r.seconds for r in mine),
-                usd_month=sum(r.cost_usd for r in mine),
+                videos_today=videos_today,
+                seconds_month=seconds_month,
+                usd_month=usd_month,
                 active=[(j.reservation_id, _charge(j.seconds, j.price)) for j in active
                         if j.team == team.name and j.reservation_id],
                 now=now,
@@ -88,9 +87,17 @@ class VideoService:
                 self.flights.adopt(handle.record.cache_key, Generation(handle.record, handle, "miss", {}))
 
     def forget(self, record: JobRecord) -> None:
-        """A video was deleted: never serve it as a hit again."""
+        """A video was deleted: never serve it as a hit again, and let no identical request join its job."""
         if record.cache_key:
             self._hits.pop(record.cache_key, None)
+            self._release_flight(record)
+
+    def _release_flight(self, record: JobRecord) -> None:
+        """Identical requests stop joining this job (unless the flight already belongs to a newer one)."""
+        flight = self.flights.get(record.cache_key)
+        if flight is not None and flight.done() and not flight.exception() \
+                and flight.result().record.id == record.id:
+            self.flights.release(record.cache_key)
 
     async def sweep(self, now: float | None = None) -> int:
         """Remove finished videos older than cache.ttl_s: their files, and their place in the cache."""
@@ -222,10 +229,7 @@ class VideoService:
         if record.cache_key and self.jobs.coordinator.shared:
             await self.jobs.coordinator.flight_release(record.cache_key, record.id)
         if record.cache_key:
-            flight = self.flights.get(record.cache_key)
-            if flight is not None and flight.done() and not flight.exception() \
-                    and flight.result().record.id == record.id:
-                self.flights.release(record.cache_key)
+            self._release_flight(record)
 
     def _ledger_row(self, principal: Principal, request: VideoRequest, request_id: str, outcome: str) -> LedgerRow:
         return LedgerRow(request_id=request_id, time=time.time(), team=principal.team.name,
@@ -245,11 +249,11 @@ class VideoService:
         """The earlier video a conversation refers to, if it is this team's, finished, and remixable."""
         if video_id is None:
             return None
-        found = await self.jobs.find(video_id)
-        record = found.record if isinstance(found, JobHandle) else found
+        record = await self.jobs.find(video_id)
         if record is None or record.team != principal.team.name or record.deleted:
             return None
-        if record.status != "completed" or self.jobs.upstream_config(record.upstream).kind != "videos":
+        upstream = self.jobs.upstream_config(record.upstream)
+        if record.status != "completed" or upstream is None or upstream.kind != "videos":
             return None
         return record
 
@@ -274,9 +278,3 @@ def _rejected(rejection: Rejection) -> APIError:
 def _charge(seconds: int, price: float) -> Charge:
     return Charge(videos=1, video_seconds=seconds, usd=price)
 
-
-def _month_start(now: float) -> float:
-    import datetime as dt
-
-    d = dt.datetime.fromtimestamp(now, dt.UTC)
-    return dt.datetime(d.year, d.month, 1, tzinfo=dt.UTC).timestamp()

@@ -252,12 +252,6 @@ class TimedDatabase:
     async def finish_job(self, *args: Any, **kwargs: Any) -> Any:
         return await self._timed("close", self.inner.finish_job(*args, **kwargs))
 
-    async def ledger_finish(self, *args: Any, **kwargs: Any) -> Any:
-        return await self._timed("close", self.inner.ledger_finish(*args, **kwargs))
-
-    async def ledger_finish_job(self, *args: Any, **kwargs: Any) -> Any:
-        return await self._timed("close", self.inner.ledger_finish_job(*args, **kwargs))
-
     async def _timed(self, operation: str, write: Awaitable[Any]) -> Any:
         started = time.perf_counter()
         result = await write

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -210,5 +209,3 @@ async def _bounded(response: aiohttp.ClientResponse) -> bytes:
         return b""
 
 
-def data_uri(mime: str, data: bytes) -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
