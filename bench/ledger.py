@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.backends.records import LedgerRow
 from gateway.backends.sqlite import SQLiteDatabase
+from gateway.core.records import LedgerRow
 
 POSTGRES = os.environ.get("GATEWAY_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 

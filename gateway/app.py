@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -25,20 +26,33 @@ from gateway.api.middleware import RequestIdMiddleware
 from gateway.backends.coordination import LocalCoordinator
 from gateway.backends.database import open_database
 from gateway.backends.quota_memory import MemoryQuotaStore
-from gateway.backends.store import LocalVideoStore
+from gateway.backends.store_local import LocalVideoStore
 from gateway.config import Config, ConfigError, UpstreamConfig, load_config
+from gateway.core.accounting import Accounting
 from gateway.core.auth import Authenticator
+from gateway.core.coordination import Coordinator
+from gateway.core.database import Database
+from gateway.core.errors import GatewayError
+from gateway.core.flights import Flights
 from gateway.core.images import ImageLimits
-from gateway.core.jobs import JobManager
+from gateway.core.keypool import KeyPool
+from gateway.core.lifecycle import Lifecycle, UpstreamSettings, new_video_id
+from gateway.core.live import LiveJobs
+from gateway.core.periodic import every
+from gateway.core.quota import QuotaStore
+from gateway.core.retention import Retention
 from gateway.core.service import VideoService
 from gateway.core.signing import LinkSigner
-from gateway.errors import APIError
+from gateway.core.upstream import Upstream
 from gateway.observability.metrics import NULL_METRICS, Metrics, MetricsSink, TimedDatabase
-from gateway.upstreams.base import Upstream
-from gateway.upstreams.keypool import KeyPool
 from gateway.upstreams.videos import VideosUpstream
 
 log = logging.getLogger("gateway")
+KEY_USE_FLUSH_S = 5.0
+
+
+def redis_client_name(config: Config) -> str:
+    return "sora-gateway:" + re.sub(r"[^A-Za-z0-9:_.-]", "_", config.storage.redis_prefix)
 
 
 def build_upstream(config: UpstreamConfig, metrics: MetricsSink = NULL_METRICS) -> Upstream:
@@ -51,18 +65,28 @@ def build_upstream(config: UpstreamConfig, metrics: MetricsSink = NULL_METRICS) 
 
 
 class Gateway:
-    """Every long-lived part of one gateway process. Parts that need the database exist after `start()`."""
+    """Every long-lived part of one gateway process, fully built by `open()` before it serves."""
 
-    def __init__(self, config: Config) -> None:
+    config: Config
+    db: Database
+    auth: Authenticator
+    live: LiveJobs
+    lifecycle: Lifecycle
+    videos: VideoService
+    retention: Retention
+
+    def __init__(self, config: Config, db: Database, metrics: Metrics) -> None:
         self.config = config
         self.started = int(time.time())
         self._background: list[asyncio.Task] = []
         self._retired: list[Upstream] = []
         self.draining = asyncio.Event()
-        self.metrics = Metrics()
+        self.metrics = metrics
+        self.db = TimedDatabase(db, self.metrics)
         self.store = LocalVideoStore(config.storage.videos_dir)
         self.signer = LinkSigner(config.server.signing_secret, config.server.public_url, config.server.link_ttl_s)
         self.upstreams = {u.name: build_upstream(u, self.metrics) for u in config.upstreams}
+        self.upstream_settings = UpstreamSettings(config.upstreams)
         self.redis = None
         if config.storage.redis:
             import redis.asyncio as aioredis
@@ -70,37 +94,55 @@ class Gateway:
             from gateway.backends.coordination_redis import RedisCoordinator
             from gateway.backends.quota_redis import RedisQuotaStore
 
-            self.redis = aioredis.from_url(config.storage.redis)
-            self.coordinator = RedisCoordinator(self.redis, config.storage.redis_prefix)
-            self.quotas = RedisQuotaStore(self.redis, config.storage.redis_prefix)
+            # named, so an operator's CLIENT LIST tells the gateway's connections (and its prefix) apart
+            self.redis = aioredis.from_url(config.storage.redis, client_name=redis_client_name(config))
+            self.coordinator: Coordinator = RedisCoordinator(self.redis, config.storage.redis_prefix)
+            self.quotas: QuotaStore = RedisQuotaStore(self.redis, config.storage.redis_prefix)
         else:
             self.coordinator = LocalCoordinator()
             self.quotas = MemoryQuotaStore()
         self.pools = {u.name: self._pool(u) for u in config.upstreams}
+        self.auth = Authenticator(config, self.db)
+        self.live = LiveJobs(self.db, self.coordinator)
+        self.accounting = Accounting(self.quotas, self.db, self.metrics)
+        self.flights = Flights(self.live, self.coordinator, new_video_id)
+        self.lifecycle = Lifecycle(
+            db=self.db, live=self.live, coordinator=self.coordinator, upstreams=self.upstreams, pools=self.pools,
+            settings=self.upstream_settings, store=self.store, accounting=self.accounting, flights=self.flights,
+            metrics=self.metrics, ping_interval_s=lambda: self.config.server.ping_interval_s)
+        limits = ImageLimits(max_bytes=config.server.image_max_bytes, timeout_s=config.server.image_timeout_s)
+        self.videos = VideoService(config, self.db, self.store, self.live, self.lifecycle, self.flights,
+                                   self.accounting, self.upstream_settings, limits, self.metrics)
+        self.retention = Retention(self.db, self.store, lambda: self.config.cache.ttl_s, self.videos.forget)
+        self.metrics.watch(self.pools, lambda: [job.record.status for job in self.live.followed.values()])
+
+    @classmethod
+    async def open(cls, config: Config, metrics: Metrics | None = None) -> Gateway:
+        """Connect the database, build every part, and pick up unfinished jobs: then it can serve."""
+        gateway = cls(config, await open_database(config.storage), metrics or Metrics())
+        await gateway._start()
+        return gateway
 
     def _pool(self, upstream: UpstreamConfig) -> KeyPool:
         return KeyPool.from_secrets(upstream.name, upstream.keys, upstream.max_concurrent_per_key, self.coordinator)
 
-    async def start(self) -> None:
-        config = self.config
-        self.db = TimedDatabase(await open_database(config.storage), self.metrics)
-        self.auth = Authenticator(config, self.db)
-        self.jobs = JobManager(config, self.db, self.store, self.upstreams, self.pools, self.coordinator,
-                               self.metrics)
-        self.metrics.watch(self.pools, lambda: [h.record.status for h in self.jobs.active.values()])
+    async def _start(self) -> None:
         if self.coordinator.shared:
-            await self.coordinator.start(self.jobs.on_remote_status, self._key_changed)
+            await self.coordinator.start(self.live.on_remote_status, self._key_changed)
             for pool in self.pools.values():
                 await pool.sync()
-        limits = ImageLimits(max_bytes=config.server.image_max_bytes, timeout_s=config.server.image_timeout_s)
-        self.videos = VideoService(config, self.db, self.store, self.jobs, self.quotas, limits, self.metrics)
-        await self.videos.start()
-        await self.jobs.start()
+        await self.accounting.seed([team.name for team in self.config.teams])
+        await self.lifecycle.open()
         self.videos.adopt_running()
-        self._background.append(asyncio.create_task(self._flush_key_use(), name="key-last-used"))
-        self._background.append(asyncio.create_task(self.videos.sweep_forever(), name="store-sweep"))
+        self._background.append(asyncio.create_task(
+            every(lambda: KEY_USE_FLUSH_S, self.flush_key_use, "key last-used flush"), name="key-last-used"))
+        self._background.append(asyncio.create_task(
+            every(self.retention.interval_s, self.retention.sweep, "store sweep"), name="store-sweep"))
         with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):  # only the main thread can
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_sighup)
+
+    def upstream_config(self, name: str) -> UpstreamConfig | None:
+        return self.upstream_settings(name)
 
     def begin_shutdown(self) -> None:
         """Stop serving waiters: open streams are told their job continues (with its id) and end, so the
@@ -109,9 +151,8 @@ class Gateway:
             return
         log.info("shutting down: ending open streams; running jobs continue after a restart or elsewhere")
         self.draining.set()
-        if hasattr(self, "jobs"):
-            for handle in [*self.jobs.active.values(), *self.jobs.watched.values()]:
-                handle.wake()
+        for handle in self.live.handles():
+            handle.wake()
 
     async def reload(self, config: Config) -> list[str]:
         """Apply a new, already validated config to the running gateway and return what changed.
@@ -147,9 +188,10 @@ class Gateway:
         if config.server != old.server:
             self.signer = LinkSigner(config.server.signing_secret, config.server.public_url,
                                      config.server.link_ttl_s)
+        await self.flush_key_use()  # the new authenticator starts with an empty last-used buffer
         self.config = config
         self.auth = Authenticator(config, self.db)
-        self.jobs.reconfigure(config)
+        self.upstream_settings.update(config.upstreams)
         self.videos.config = config
         log.info("config reloaded", extra={"changes": changes})
         return changes
@@ -178,24 +220,25 @@ class Gateway:
             self._background.append(task)
             task.add_done_callback(self._background.remove)
 
-    async def _flush_key_use(self) -> None:
-        """Write keys' last-used times in batches, off the request path."""
-        while True:
-            await asyncio.sleep(5.0)
-            await self.flush_key_use()
-
     async def flush_key_use(self) -> None:
+        """Write keys' last-used times in one batch, off the request path; kept for the next try on failure."""
         used, self.auth.last_used = self.auth.last_used, {}
-        if used:
+        if not used:
+            return
+        try:
             await self.db.touch_keys(used)
+        except BaseException:
+            self.auth.last_used = {**used, **self.auth.last_used}
+            raise
 
     async def stop(self) -> None:
         self.begin_shutdown()
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
-        await self.flush_key_use()
-        await self.jobs.stop()
+        with contextlib.suppress(Exception):
+            await self.flush_key_use()
+        await self.lifecycle.close()
         with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         for upstream in [*self.upstreams.values(), *self._retired]:
@@ -206,11 +249,14 @@ class Gateway:
 
 
 def create_app(config: Config) -> Starlette:
-    gateway = Gateway(config)
+    """The ASGI app. Its gateway is opened by the lifespan, before the first request, as `app.state.gateway`;
+    `app.state.begin_shutdown()` ends open streams (what a server does on SIGTERM)."""
+    metrics = Metrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await gateway.start()
+        gateway = await Gateway.open(config, metrics)
+        app.state.gateway = gateway
         try:
             yield
         finally:
@@ -243,10 +289,17 @@ def create_app(config: Config) -> Starlette:
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={APIError: api_error_handler, HTTPException: http_exception_handler,
+        exception_handlers={GatewayError: api_error_handler, HTTPException: http_exception_handler,
                             **{error: backend_error_handler for error in backend_errors()}},
     )
-    app.state.gateway = gateway
-    app.add_middleware(AccessMiddleware, metrics=gateway.metrics)
+
+
+    def begin_shutdown() -> None:
+        gateway = app.state._state.get("gateway")  # None while the lifespan is still opening it
+        if gateway is not None:
+            gateway.begin_shutdown()
+
+    app.state.begin_shutdown = begin_shutdown
+    app.add_middleware(AccessMiddleware, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)  # added last, so outermost: every other layer sees the request id
     return app

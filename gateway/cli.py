@@ -136,8 +136,8 @@ def _fail(message: str) -> int:
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
+    from gateway.core.errors import GatewayError
     from gateway.core.keys import create_key, parse_duration
-    from gateway.errors import APIError
 
     async def action(config, db):
         if config.team(args.team) is None:
@@ -145,7 +145,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
                          f"{', '.join(t.name for t in config.teams) or 'none'})")
         try:
             lifetime = parse_duration(args.expires, "--expires") if args.expires else None
-        except APIError as exc:
+        except GatewayError as exc:
             return _fail(exc.message)
         key, record = await create_key(db, args.team, args.name, lifetime)
         print(key)
@@ -189,14 +189,14 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
 def cmd_usage(args: argparse.Namespace) -> int:
     import json
 
+    from gateway.core.errors import GatewayError
     from gateway.core.ledger import parse_time, summarize, to_csv, to_table
-    from gateway.errors import APIError
 
     async def action(config, db):
         try:
             since = parse_time(args.since, "--since")
             until = parse_time(args.until, "--until", end=True)
-        except APIError as exc:
+        except GatewayError as exc:
             return _fail(exc.message)
         data, total = summarize(await db.ledger_rows(args.team, since, until), args.group_by)
         if args.format == "json":
@@ -242,7 +242,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.server import GatewayServer
 
     app = create_app(config)
-    GatewayServer(uvicorn.Config(app, **options), app.state.gateway).run()
+    GatewayServer(uvicorn.Config(app, **options), app).run()
     return 0
 
 

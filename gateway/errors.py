@@ -1,23 +1,15 @@
-"""The failures a client can cause or see, independent of HTTP framing (rendered by gateway.api.errors)."""
+"""Errors the HTTP edge raises with an explicit status. The core raises the kinds in `gateway.core.errors`."""
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-_TYPES = {
-    400: "invalid_request_error",
-    401: "invalid_request_error",
-    403: "invalid_request_error",
-    404: "invalid_request_error",
-    405: "invalid_request_error",
-    409: "invalid_request_error",
-    413: "invalid_request_error",
-    415: "invalid_request_error",
-    429: "rate_limit_error",
-}
+from gateway.core.errors import GatewayError, bad_request, not_found
+
+__all__ = ["APIError", "bad_request", "not_found"]
 
 
-class APIError(Exception):
-    """A failure the client should see, rendered as `{"error": {message, type, param, code}}`."""
+class APIError(GatewayError):
+    """A failure with its HTTP status chosen where it is raised (routing, signatures, media ranges)."""
 
     def __init__(
         self,
@@ -29,23 +21,6 @@ class APIError(Exception):
         type: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__(message)
+        super().__init__(message, code=code, param=param, headers=headers)
         self.status = status
-        self.message = message
-        self.code = code
-        self.param = param
-        self.type = type or _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-        self.headers = dict(headers or {})
-
-    def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
-
-
-def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:
-    return APIError(400, message, param=param, code=code)
-
-
-def not_found(message: str, code: str = "not_found") -> APIError:
-    return APIError(404, message, code=code)
-
-
+        self.type = type

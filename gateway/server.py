@@ -5,21 +5,20 @@ import asyncio
 from types import FrameType
 
 import uvicorn
-
-from gateway.app import Gateway
+from starlette.applications import Starlette
 
 
 class GatewayServer(uvicorn.Server):
     """On SIGTERM/SIGINT, open streams are told their job continues and end at once; then uvicorn stops
     accepting, lets the connections finish, and runs the shutdown that hands running jobs back."""
 
-    def __init__(self, config: uvicorn.Config, gateway: Gateway) -> None:
+    def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
         super().__init__(config)
-        self.gateway = gateway
+        self.gateway_app = app
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         try:
-            asyncio.get_running_loop().call_soon(self.gateway.begin_shutdown)
+            asyncio.get_running_loop().call_soon(self.gateway_app.state.begin_shutdown)
         except RuntimeError:  # no loop yet: nothing is open
             pass
         super().handle_exit(sig, frame)

@@ -161,6 +161,17 @@ def process_config(tmp_path: Path, upstream_url: str, **server: Any) -> tuple[Pa
     return path, port
 
 
+def running_video_id(stream: Any) -> str:
+    """Read a chat stream until its video is generating upstream (the upstream took the job); return the id.
+
+    The first chunk comes as soon as the job is recorded, before the upstream has answered the create."""
+    for chunk in stream:
+        video = chunk.model_extra["video"]
+        if video["status"] != "queued":
+            return video["id"]
+    raise AssertionError("the stream ended before the upstream took the job")
+
+
 def finished_video(client: Any, video_id: str, timeout: float = 30.0) -> Any:
     """Retrieve a video through the SDK until it is completed or failed."""
     return wait_until(lambda: (v := client.videos.retrieve(video_id)).status in ("completed", "failed") and v,

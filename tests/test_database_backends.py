@@ -19,8 +19,8 @@ import asyncpg
 import pytest
 
 from gateway.backends.postgres import MIGRATIONS, PostgresDatabase, migrate
-from gateway.backends.records import JobRecord, KeyRecord, LedgerRow
 from gateway.backends.sqlite import SQLiteDatabase
+from gateway.core.records import JobRecord, KeyRecord, LedgerRow
 
 Database = SQLiteDatabase | PostgresDatabase
 

@@ -10,7 +10,7 @@ import sys
 import httpx
 import openai
 
-from tests.support import ALPHA_KEY, finished_video, process_config, wait_until
+from tests.support import ALPHA_KEY, finished_video, process_config, running_video_id, wait_until
 from tests.test_chat import PROMPT, assert_playable_mp4
 
 
@@ -43,7 +43,7 @@ def test_sigkill_mid_job_then_restart_finishes_without_a_second_submission(tmp_p
     first = start_gateway_process(config_path, port, log_path)
     try:
         stream = sdk.chat.completions.create(model="sora-2", messages=PROMPT, stream=True)
-        video_id = next(iter(stream)).model_extra["video"]["id"]
+        video_id = running_video_id(stream)
         first.send_signal(signal.SIGKILL)
         first.wait(10)
         stream.close()

@@ -12,7 +12,16 @@ import openai
 import pytest
 import redis
 
-from tests.support import ALPHA_KEY, base_config, finished_video, free_port, hash_key, to_toml, wait_until
+from tests.support import (
+    ALPHA_KEY,
+    base_config,
+    finished_video,
+    free_port,
+    hash_key,
+    running_video_id,
+    to_toml,
+    wait_until,
+)
 from tests.test_chat import assert_playable_mp4
 from tests.test_durability import start_gateway_process
 
@@ -141,6 +150,7 @@ def test_concurrent_jobs_quota_is_exact_across_two_instances(start_simulator, cl
     with ThreadPoolExecutor(12) as pool:
         admitted = sum(pool.map(attempt, range(12)))
     assert admitted == 2
+    wait_until(lambda: simulator.app.state.sim.count(method="POST") == 2)
     assert simulator.app.state.sim.count(method="POST") == 2
 
 
@@ -184,7 +194,7 @@ def test_an_instance_killed_mid_job_has_its_job_finished_by_the_other_with_one_c
     a, b = c.start(), c.start()
     stream = sdk(a).chat.completions.create(model="sora-2", stream=True,
                                             messages=[{"role": "user", "content": "a job that outlives a"}])
-    video_id = next(iter(stream)).model_extra["video"]["id"]
+    video_id = running_video_id(stream)
     c.kill(a)
     stream.close()
     video = finished_video(sdk(b), video_id, timeout=40)

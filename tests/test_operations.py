@@ -19,6 +19,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config import parse_config
+from gateway.core.keypool import key_label
 from gateway.observability.logs import (
     JSONFormatter,
     RedactingFilter,
@@ -26,7 +27,6 @@ from gateway.observability.logs import (
     config_secrets,
     configure_logging,
 )
-from gateway.upstreams.keypool import key_label
 from tests.support import (
     ADMIN_KEY,
     ALPHA_KEY,

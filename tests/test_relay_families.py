@@ -12,7 +12,7 @@ import httpx
 import orjson
 import pytest
 
-from gateway.upstreams.base import (
+from gateway.core.upstream import (
     GenerationSpec,
     ImageInput,
     JobLost,

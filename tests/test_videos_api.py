@@ -29,9 +29,13 @@ def upstream_creates(simulator) -> int:
     return simulator.app.state.sim.count(method="POST", path_prefix="/v1/videos")
 
 
+def stored(store, video_id: str, variant: str = "video") -> bool:
+    return store.local_path(video_id, variant).is_file()
+
+
 def settled(gateway) -> bool:
     """True once the gateway follows no running job."""
-    return not gateway.app.state.gateway.jobs.active
+    return not gateway.app.state.gateway.live.followed
 
 
 def test_create_and_poll_then_download_every_variant(gateway):
@@ -239,10 +243,10 @@ def test_delete_removes_the_files_and_hides_the_video(gateway, simulator):
     sdk = client(gateway)
     store = gateway.app.state.gateway.store
     video = sdk.videos.create_and_poll(model="sora-2", prompt="a glass of water")
-    assert store.exists(video.id) and store.exists(video.id, "thumbnail")
+    assert stored(store, video.id) and stored(store, video.id, "thumbnail")
     deleted = sdk.videos.delete(video.id)
     assert (deleted.id, deleted.object, deleted.deleted) == (video.id, "video.deleted", True)
-    assert not any(store.exists(video.id, variant) for variant in ("video", "thumbnail", "spritesheet"))
+    assert not any(stored(store, video.id, variant) for variant in ("video", "thumbnail", "spritesheet"))
     with pytest.raises(openai.NotFoundError):
         sdk.videos.retrieve(video.id)
     with pytest.raises(openai.NotFoundError):
@@ -268,7 +272,7 @@ def test_a_running_video_can_be_deleted_and_its_result_is_discarded(start_simula
     joined_before = sdk.videos.with_raw_response.create(model="sora-2", prompt="a falling leaf")
     assert joined_before.headers["x-cache"] == "miss"  # the deleted job is no longer joinable
     wait_until(lambda: settled(gateway))
-    assert not store.exists(running.id) and not store.exists(running.id, "thumbnail")
+    assert not stored(store, running.id) and not stored(store, running.id, "thumbnail")
     assert running.id not in [v.id for v in sdk.videos.list()]
     assert sdk.videos.retrieve(joined_before.parse().id).status == "completed"
 

@@ -66,6 +66,7 @@ class AccessMiddleware:
             overhead = max((min(ends) if ends else finished) - timing.started - timing.upstream_s, 0.0)
             route = route_of(scope)
             team = state.get("team") or ""
+            job = state.get("job")  # the live record: a stream's job may have reached its key by now
             self.metrics.request(route, scope["method"], status, team, overhead)
             log.log(logging.DEBUG if route in QUIET_ROUTES else logging.INFO,
                     "%s %s %s", scope["method"], scope["path"], status, extra={
@@ -79,7 +80,7 @@ class AccessMiddleware:
                         "team": team or None,
                         "model": state.get("model"),
                         "cache": state.get("cache"),
-                        "upstream_key": state.get("upstream_key"),
+                        "upstream_key": (job.upstream_key or None) if job is not None else None,
                     })
 
 

@@ -106,7 +106,7 @@ async def usage_report(request: Request) -> Response:
 async def store_usage(request: Request) -> Response:
     require_admin(request)
     gw = services(request)
-    return JSONResponse({"videos_dir": str(gw.store.root), "bytes": gw.store.usage_bytes(),
+    return JSONResponse({"videos_dir": str(gw.store.root), "bytes": await gw.store.usage_bytes(),
                          "cache": {"enabled": gw.config.cache.enabled, "ttl_s": gw.config.cache.ttl_s,
                                    "scope": gw.config.cache.scope}})
 

@@ -8,16 +8,32 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from gateway.api.common import JSONResponse, authenticate, read_json, request_id, services
-from gateway.api.shapes import DONE, PING, ChunkWriter, completion, error_event, usage, video_status
-from gateway.backends.records import JobRecord
+from gateway.api.errors import error_event
+from gateway.api.shapes import DONE, PING, ChunkWriter, completion, usage, video_status
 from gateway.core.cache import CacheControl
+from gateway.core.errors import (
+    ContentRefused,
+    GatewayError,
+    GatewayRestarting,
+    UpstreamFailed,
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from gateway.core.feed import JobHandle
 from gateway.core.formats import FORMATS, StreamFormat
+from gateway.core.records import JobRecord, is_terminal
 from gateway.core.request import ChatOptions, build_video_request, parse_chat_body, resolve_model
 from gateway.core.service import Generation
-from gateway.errors import APIError
 from gateway.ids import unique_id
 
-_FAILURE_STATUS = {"upstream_timeout": 504}
+# How a job that failed reads to a client, by the error code the job ended with.
+_FAILURE_KINDS: dict[str, type[GatewayError]] = {
+    "upstream_timeout": UpstreamTimeout,
+    "upstream_unavailable": UpstreamUnavailable,
+    "invalid_request": UpstreamRejected,
+    "content_policy_violation": ContentRefused,
+}
 
 
 async def chat_completions(request: Request) -> Response:
@@ -29,19 +45,24 @@ async def chat_completions(request: Request) -> Response:
     video_request, options = build_video_request(body, model)
     control = CacheControl.parse(request.headers.get("cache-control"))
     generation = await gw.videos.generate(principal, video_request, request_id(request), control)
-    request.state.cache, request.state.upstream_key = generation.cache, generation.record.upstream_key
+    request.state.cache, request.state.job = generation.cache, generation.record
     headers = {"x-cache": generation.cache, **generation.headers}
     fmt = FORMATS[options.stream_format]
     writer = ChunkWriter(unique_id("chatcmpl-"), int(time.time()), alias)
-    if options.stream:
+    if options.stream:  # the first chunk goes out now: the job is recorded, the upstream may still be deciding
         return StreamingResponse(
             _stream(gw, generation, fmt, options, writer),
             media_type="text/event-stream",
             headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"},
         )
     request.state.waiting_since = time.perf_counter()  # the gateway's part ends here; the rest is the upstream's
-    record = generation.record if generation.handle is None else await _wait(gw, generation.handle)
-    return JSONResponse(_final_completion(gw, record, fmt, writer), headers=headers)
+    try:
+        await generation.accepted()  # an upstream that refuses the job is this request's HTTP error
+        record = generation.record if generation.handle is None else await _wait(gw, generation.handle)
+        return JSONResponse(_final_completion(gw, record, fmt, writer), headers=headers)
+    except GatewayError as exc:  # this caller's own error: it carries the cache state and rate limits too
+        exc.headers.update(headers)
+        raise
 
 
 def _final_completion(gw, record: JobRecord, fmt: StreamFormat, writer: ChunkWriter) -> dict:
@@ -54,14 +75,14 @@ def _final_completion(gw, record: JobRecord, fmt: StreamFormat, writer: ChunkWri
                       usage(record, record.price), reasoning)
 
 
-def _failure(record: JobRecord) -> APIError:
+def _failure(record: JobRecord) -> GatewayError:
     if record.refused:
-        return APIError(400, f"Your request was refused by the video provider's content policy: "
-                             f"{record.error_message}", code="content_policy_violation", param="messages")
-    status = _FAILURE_STATUS.get(record.error_code or "", 502)
-    code = "upstream_timeout" if status == 504 else "upstream_error"
-    return APIError(status, f"The video could not be generated: {record.error_message}", code=code,
-                    type="server_error")
+        return ContentRefused(f"Your request was refused by the video provider's content policy: "
+                              f"{record.error_message}", param="messages")
+    kind = _FAILURE_KINDS.get(record.error_code or "", UpstreamFailed)
+    if kind is UpstreamFailed or kind is UpstreamTimeout:
+        return kind(f"The video could not be generated: {record.error_message}")
+    return kind(record.error_message or "The video could not be generated.", code=record.error_code)
 
 
 async def _stream(gw, generation: Generation, fmt: StreamFormat, options: ChatOptions,
@@ -72,8 +93,8 @@ async def _stream(gw, generation: Generation, fmt: StreamFormat, options: ChatOp
     shown: str | None = None
     changes = generation.handle.changes() if generation.handle else _already_final()
     async for changed in changes:
-        if gw.draining.is_set() and record.status not in ("completed", "failed"):
-            yield error_event(restarting_message(record.id), "gateway_restarting")
+        if gw.draining.is_set() and not is_terminal(record.status):
+            yield error_event(GatewayRestarting(restarting_message(record.id)))
             yield DONE
             return
         if not changed:
@@ -94,8 +115,7 @@ async def _stream(gw, generation: Generation, fmt: StreamFormat, options: ChatOp
                 if options.include_usage:
                     yield writer.usage_chunk(usage(record, 0.0), video)
             else:
-                error = _failure(record)
-                yield error_event(error.message, error.code or "upstream_error")
+                yield error_event(_failure(record))
             yield DONE
             return
         text = fmt.queued if record.status in ("queued", "submitting") else fmt.progress(record.progress)
@@ -109,12 +129,11 @@ def restarting_message(video_id: str) -> str:
             f"{video_id}, or send the same request again to pick the job up where it is.")
 
 
-async def _wait(gw, handle) -> JobRecord:
+async def _wait(gw, handle: JobHandle) -> JobRecord:
     """Wait for a job to end, or until the gateway starts shutting down (then a retryable 503)."""
     async for _ in handle.changes():
         if gw.draining.is_set() and not handle.done:
-            raise APIError(503, restarting_message(handle.record.id), code="gateway_restarting",
-                           type="server_error", headers={"retry-after": "5"})
+            raise GatewayRestarting(restarting_message(handle.record.id), retry_after=5)
     return handle.record
 
 

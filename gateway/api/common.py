@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.requests import Request
@@ -10,6 +10,9 @@ from starlette.responses import Response
 
 from gateway.core.auth import Principal
 from gateway.errors import APIError
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
 
 
 class JSONResponse(Response):
@@ -19,7 +22,7 @@ class JSONResponse(Response):
         return orjson.dumps(content)
 
 
-def services(request: Request):
+def services(request: Request) -> Gateway:
     return request.app.state.gateway
 
 

@@ -82,7 +82,7 @@ async def _redis(coordinator) -> str | None:
 
 
 async def _store(gw) -> str | None:
-    return None if gw.store.writable() else "the video store is not writable"
+    return None if await gw.store.writable() else "the video store is not writable"
 
 
 async def _upstream_keys(gw) -> str | None:

@@ -5,14 +5,13 @@ from typing import Any
 
 import orjson
 
-from gateway.backends.records import JobRecord
+from gateway.core import records
+from gateway.core.records import JobRecord
 from gateway.core.signing import LinkSigner
-
-_PUBLIC_STATUS = {"submitting": "queued"}
 
 
 def public_status(record: JobRecord) -> str:
-    return _PUBLIC_STATUS.get(record.status, record.status)
+    return records.public_status(record.status)
 
 
 def video_object(record: JobRecord, expires_at: int | None = None) -> dict[str, Any]:
@@ -101,11 +100,6 @@ class ChunkWriter:
         body = {"id": self.completion_id, "object": "chat.completion.chunk", "created": self.created,
                 "model": self.model, "choices": [], "usage": usage_, "video": video}
         return b"data: " + orjson.dumps(body) + b"\n\n"
-
-
-def error_event(message: str, code: str, type_: str = "server_error") -> bytes:
-    body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
-    return b"data: " + orjson.dumps(body) + b"\n\n"
 
 
 DONE = b"data: [DONE]\n\n"

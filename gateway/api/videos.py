@@ -23,14 +23,14 @@ from starlette.responses import FileResponse, Response
 
 from gateway.api.common import JSONResponse, authenticate, bounded_stream, read_json, request_id, services
 from gateway.api.shapes import public_status, video_object
-from gateway.backends.records import JobRecord
-from gateway.backends.store import MEDIA_TYPES
 from gateway.core.cache import CacheControl
 from gateway.core.images import ImageError, load_image, sniff_mime
+from gateway.core.records import JobRecord
 from gateway.core.request import VideoRequest, check_seconds, check_size, resolve_model
 from gateway.core.service import Generation
+from gateway.core.store import MEDIA_TYPES
+from gateway.core.upstream import ImageInput
 from gateway.errors import APIError, bad_request
-from gateway.upstreams.base import ImageInput
 
 DEFAULT_MODEL = "sora-2"  # what OpenAI uses when a create names no model
 LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 20, 100
@@ -43,13 +43,17 @@ def _not_found(video_id: str) -> APIError:
     return APIError(404, f"Video with id '{video_id}' not found.", code="not_found", param="video_id")
 
 
-async def own_job(request: Request, video_id: str, team: str) -> JobRecord:
+async def own_job(request: Request, video_id: str, team: str, *, served: bool = True) -> JobRecord:
     """The job `video_id` of `team`; another team's, a deleted or an unknown id is the same 404.
 
-    For a running job this is the live record its poller updates, not a database snapshot.
+    With a global cache a team is also handed other teams' videos (a hit or a join): with `served`, those
+    count as its own for reading. For a running job this is the live record its poller updates.
     """
-    record = await services(request).jobs.find(video_id)
-    if record is None or record.team != team or record.deleted:
+    gw = services(request)
+    record = await gw.live.find(video_id)
+    if record is None or record.deleted:
+        raise _not_found(video_id)
+    if record.team != team and not (served and await gw.db.served_to(video_id, team)):
         raise _not_found(video_id)
     return record
 
@@ -75,11 +79,12 @@ async def create_video(request: Request) -> Response:
     image = await _input_reference(gw, params.get("input_reference"))
     control = CacheControl.parse(request.headers.get("cache-control"))
     generation = await gw.videos.generate(principal, video_request, request_id(request), control, image=image)
-    request.state.cache, request.state.upstream_key = generation.cache, generation.record.upstream_key
-    return _generation_response(gw, generation)
+    request.state.cache, request.state.job = generation.cache, generation.record
+    return await _generation_response(gw, generation)
 
 
-def _generation_response(gw, generation: Generation) -> Response:
+async def _generation_response(gw, generation: Generation) -> Response:
+    await generation.accepted()  # an upstream that refuses the job is this request's HTTP error
     return JSONResponse(video_object(generation.record, gw.signer.expiry()),
                         headers={"x-cache": generation.cache, **generation.headers})
 
@@ -222,7 +227,7 @@ def _limit(raw: str | None) -> int:
 
 def _live(gw, record: JobRecord) -> JobRecord:
     """The poller's up-to-date record for a running job (the database only holds coarse progress)."""
-    handle = gw.jobs.live(record.id)
+    handle = gw.live.live(record.id)
     return handle.record if handle is not None else record
 
 
@@ -241,7 +246,7 @@ def poll_after_ms(gw, record: JobRecord) -> int:
     A Videos-dialect job changes only when its upstream is polled, so polling the gateway faster than that
     returns the same answer; chat relays push progress as it happens, for which the SDK's default is right.
     """
-    upstream = gw.jobs.upstream_config(record.upstream)
+    upstream = gw.upstream_config(record.upstream)
     if upstream is None or upstream.kind != "videos":
         return POLL_AFTER_DEFAULT_MS
     low, high = POLL_AFTER_BOUNDS_MS
@@ -254,16 +259,16 @@ async def delete_video(request: Request) -> Response:
     A video still being generated can be deleted too: it disappears at once, but its job runs to the end,
     since the upstream cannot be told to stop. It keeps counting against the team's concurrent jobs until
     then, its ledger row is closed as usual (the upstream charges for it), and whatever it produces is
-    discarded instead of stored (see `JobManager._store`). The row stays in the database for the ledger.
+    discarded instead of stored (see `Lifecycle._store`). The row stays in the database for the ledger.
     """
     principal = await authenticate(request)
     gw = services(request)
     video_id = request.path_params["video_id"]
-    record = await own_job(request, video_id, principal.team.name)
+    record = await own_job(request, video_id, principal.team.name, served=False)
     await gw.db.update_job(video_id, deleted=True)
     record.deleted = True  # for a running job, the live record: its poller discards the result
-    gw.store.delete(video_id)
-    gw.videos.forget(record)
+    await gw.store.delete(video_id)
+    await gw.videos.forget(record)
     return JSONResponse({"id": video_id, "object": "video.deleted", "deleted": True})
 
 
@@ -282,7 +287,7 @@ async def video_content(request: Request) -> Response:
         problem = gw.signer.verify(video_id, variant, exp or "", sig or "")
         if problem is not None:
             raise APIError(403, f"This video link is not valid: {problem}.", code="invalid_signature")
-        record = await gw.jobs.find(video_id)
+        record = await gw.live.find(video_id)
         if record is None or record.deleted:
             raise _not_found(video_id)
     else:
@@ -291,9 +296,9 @@ async def video_content(request: Request) -> Response:
     if record.status != "completed":
         raise APIError(409, f"Video '{video_id}' is not ready: its status is {record.status}. Retrieve it until"
                             " the status is 'completed'.", code="video_not_ready")
-    path = gw.store.path(video_id, variant)
+    path = gw.store.local_path(video_id, variant)
     if not path.is_file() and variant == "spritesheet":
-        await gw.jobs.fetch_preview(record, variant)
+        await gw.lifecycle.fetch_preview(record, variant)
     if not path.is_file():
         raise APIError(404, f"Video '{video_id}' has no {variant} content: the upstream that made it did not"
                             f" provide one.", code="not_found", param="variant")
@@ -329,8 +334,8 @@ async def remix_video(request: Request) -> Response:
                                  remix_of=source.id, user=_user(params))
     control = CacheControl.parse(request.headers.get("cache-control"))
     generation = await gw.videos.generate(principal, video_request, request_id(request), control)
-    request.state.cache, request.state.upstream_key = generation.cache, generation.record.upstream_key
-    return _generation_response(gw, generation)
+    request.state.cache, request.state.job = generation.cache, generation.record
+    return await _generation_response(gw, generation)
 
 
 def _check_remixable(gw, source: JobRecord) -> None:
@@ -338,7 +343,7 @@ def _check_remixable(gw, source: JobRecord) -> None:
     if source.status != "completed":
         raise bad_request(f"Video '{source.id}' cannot be remixed: its status is '{public_status(source)}'; only"
                           " completed videos can be remixed.", param="video_id", code="video_not_remixable")
-    upstream = gw.jobs.upstream_config(source.upstream)
+    upstream = gw.upstream_config(source.upstream)
     if upstream is None or upstream.kind != "videos":
         raise bad_request(f"Video '{source.id}' cannot be remixed: the upstream that made it does not support"
                           " remixing. Create a new video instead.", param="video_id", code="video_not_remixable")

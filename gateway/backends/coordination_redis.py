@@ -13,15 +13,21 @@ from collections.abc import Callable
 import orjson
 import redis.asyncio as aioredis
 
-from gateway.backends.coordination import KeyHealth, StatusListener, new_instance_id
+from gateway.core.coordination import KeyHealth, StatusListener, new_instance_id
 
 log = logging.getLogger("gateway.coordination")
 
+# A lease that ran out (a Redis blip, a paused process) and that no other instance took is still ours:
+# taking it back is safe, and dropping it would abandon jobs only this instance can follow (relay streams).
 _RENEW = """
 local owned = {}
 for i, key in ipairs(KEYS) do
-  if redis.call('GET', key) == ARGV[1] then
+  local holder = redis.call('GET', key)
+  if holder == ARGV[1] then
     redis.call('PEXPIRE', key, ARGV[2])
+    owned[#owned + 1] = i
+  elseif not holder then
+    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
     owned[#owned + 1] = i
   end
 end
@@ -34,6 +40,14 @@ return 0
 _FLIGHT_CLAIM = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
 return redis.call('GET', KEYS[1])
+"""
+_FLIGHT_REPLACE = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] or not holder then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return false
+end
+return holder
 """
 _SLOT_ACQUIRE = """
 local now = tonumber(ARGV[1])
@@ -55,6 +69,7 @@ class RedisCoordinator:
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
         self._flight_claim = client.register_script(_FLIGHT_CLAIM)
+        self._flight_replace = client.register_script(_FLIGHT_REPLACE)
         self._slot_acquire = client.register_script(_SLOT_ACQUIRE)
         self._listener: asyncio.Task | None = None
         self._pubsub = None
@@ -132,6 +147,11 @@ class RedisCoordinator:
     async def flight_claim(self, key: str, job_id: str, ttl_s: float) -> str | None:
         existing = await self._flight_claim(keys=[self.prefix + "flight:" + key], args=[job_id, int(ttl_s * 1000)])
         return existing.decode() if isinstance(existing, bytes) else existing
+
+    async def flight_replace(self, key: str, stale_job_id: str, job_id: str, ttl_s: float) -> str | None:
+        holder = await self._flight_replace(keys=[self.prefix + "flight:" + key],
+                                            args=[stale_job_id, job_id, int(ttl_s * 1000)])
+        return holder.decode() if isinstance(holder, bytes) else holder
 
     async def flight_release(self, key: str, job_id: str) -> None:
         await self._release(keys=[self.prefix + "flight:" + key], args=[job_id])

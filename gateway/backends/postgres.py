@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 
 from gateway.backends.group_commit import GroupCommit
-from gateway.backends.records import ACTIVE_STATES, JobRecord, KeyRecord, LedgerRow
+from gateway.core.records import ACTIVE_STATES, JobRecord, KeyRecord, LedgerRow
 
 MIGRATIONS: tuple[tuple[int, str], ...] = (
     (1, """
@@ -152,15 +152,8 @@ class PostgresDatabase:
 
         Only an unfinished job is finished: False means it had ended already, and nothing was changed.
         """
-        unknown = changes.keys() - _JOB_COLUMN_SET
-        if unknown:
-            raise ValueError(f"unknown job columns: {', '.join(sorted(unknown))}")
-        assignments = ", ".join(f"{_ident(name)} = ${i}" for i, name in enumerate(changes, start=2))
         async with self.pool.acquire() as conn, conn.transaction():
-            status = await conn.execute(
-                f"UPDATE jobs SET {assignments} WHERE id = $1 AND status = ANY(${len(changes) + 2}::text[])",
-                job_id, *_job_values(changes.keys(), changes.values()), list(ACTIVE_STATES))
-            if status.endswith(" 0"):
+            if not await _advance(conn, job_id, changes):
                 return False
             await conn.execute(
                 "UPDATE ledger SET outcome = $1, cost_usd = $2, upstream = $3, upstream_key = $4,"
@@ -169,6 +162,15 @@ class PostgresDatabase:
                 changes["completed_at"], job_id,
             )
         return True
+
+    async def advance_job(self, job_id: str, **changes: Any) -> bool:
+        async with self.pool.acquire() as conn:
+            return await _advance(conn, job_id, changes)
+
+    async def served_to(self, job_id: str, team: str) -> bool:
+        row = await self.pool.fetchval("SELECT 1 FROM ledger WHERE job_id = $1 AND team = $2"
+                                       " AND outcome = 'cache_hit' LIMIT 1", job_id, team)
+        return row is not None
 
     async def update_job(self, job_id: str, **changes: Any) -> None:
         unknown = changes.keys() - _JOB_COLUMN_SET
@@ -294,6 +296,18 @@ class PostgresDatabase:
             f"SELECT {_LEDGER} FROM ledger WHERE {' AND '.join(where)} ORDER BY time", *params
         )
         return [LedgerRow(**dict(r)) for r in rows]
+
+
+async def _advance(conn: asyncpg.Connection, job_id: str, changes: dict[str, Any]) -> bool:
+    """Change a job only while it is still running."""
+    unknown = changes.keys() - _JOB_COLUMN_SET
+    if unknown:
+        raise ValueError(f"unknown job columns: {', '.join(sorted(unknown))}")
+    assignments = ", ".join(f"{_ident(name)} = ${i}" for i, name in enumerate(changes, start=2))
+    status = await conn.execute(
+        f"UPDATE jobs SET {assignments} WHERE id = $1 AND status = ANY(${len(changes) + 2}::text[])",
+        job_id, *_job_values(changes.keys(), changes.values()), list(ACTIVE_STATES))
+    return not status.endswith(" 0")
 
 
 def _job_values(names: Iterable[str], values: Iterable[Any]) -> list[Any]:

@@ -1,19 +1,22 @@
 """The embedded database: jobs, team keys and the ledger in one SQLite file (WAL).
 
 Statements are short and run on the event loop's thread: with WAL and synchronous=NORMAL a commit is
-a write to the OS page cache, which survives a killed process, and costs tens of microseconds.
+a write to the OS page cache, which survives a killed process, and costs tens of microseconds. SQLite's own
+busy wait would stall the event loop while another process (`sora-gateway keys create`) holds the write lock,
+so a write that finds the file locked waits on the event loop instead, up to `LOCK_WAIT_S`.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway.backends.group_commit import GroupCommit
-from gateway.backends.records import ACTIVE_STATES, JobRecord, KeyRecord, LedgerRow
+from gateway.core.records import ACTIVE_STATES, JobRecord, KeyRecord, LedgerRow
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -44,6 +47,8 @@ CREATE INDEX IF NOT EXISTS ledger_job ON ledger (job_id);
 """
 
 _JOB_COLUMNS = JobRecord.columns()
+LOCK_WAIT_S = 5.0
+T = TypeVar("T")
 _BOOL_COLUMNS = {"refused", "has_thumbnail", "deleted"}
 
 
@@ -56,12 +61,25 @@ class SQLiteDatabase:
         self.conn.row_factory = sqlite3.Row
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.execute("PRAGMA busy_timeout=5000")
+        self.conn.execute("PRAGMA busy_timeout=0")
         self.conn.executescript(SCHEMA)
         self._ledger_writer: GroupCommit[LedgerRow] = GroupCommit(self._ledger_insert_many)
 
     async def close(self) -> None:
         self.conn.close()
+
+    async def _write(self, work: Callable[[], T]) -> T:
+        """Run a write; while another connection holds the lock, wait for it without blocking the loop."""
+        deadline = time.monotonic() + LOCK_WAIT_S
+        pause = 0.005
+        while True:
+            try:
+                return work()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.1)
 
     async def ping(self) -> bool:
         self.conn.execute("SELECT 1").fetchone()
@@ -71,30 +89,43 @@ class SQLiteDatabase:
     async def insert_job(self, job: JobRecord, ledger: LedgerRow | None = None) -> None:
         """Write a job and, in the same transaction, its ledger row (outcome 'pending')."""
         marks = ", ".join("?" for _ in _JOB_COLUMNS)
-        with self._transaction():
-            self.conn.execute(f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) VALUES ({marks})", job.values())
-            if ledger is not None:
-                self._ledger_insert(ledger)
+
+        def insert() -> None:
+            with self._transaction():
+                self.conn.execute(f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) VALUES ({marks})", job.values())
+                if ledger is not None:
+                    self._ledger_insert(ledger)
+
+        await self._write(insert)
 
     async def finish_job(self, job_id: str, changes: dict[str, Any], outcome: str, cost_usd: float) -> bool:
         """Record a job's end and close its pending ledger row in one transaction.
 
         Only an unfinished job is finished: False means it had ended already, and nothing was changed.
         """
+        def finish() -> bool:
+            with self._transaction():
+                if not self._advance(job_id, changes):
+                    return False
+                self.conn.execute(
+                    "UPDATE ledger SET outcome = ?, cost_usd = ?, upstream = ?, upstream_key = ?,"
+                    " latency_ms = (? - time) * 1000 WHERE job_id = ? AND outcome = 'pending'",
+                    (outcome, cost_usd, changes.get("upstream"), changes.get("upstream_key"),
+                     changes["completed_at"], job_id),
+                )
+            return True
+
+        return await self._write(finish)
+
+    async def advance_job(self, job_id: str, **changes: Any) -> bool:
+        return await self._write(lambda: self._advance(job_id, changes))
+
+    def _advance(self, job_id: str, changes: dict[str, Any]) -> bool:
         assignments = ", ".join(f"{name} = ?" for name in changes)
         marks = ", ".join("?" for _ in ACTIVE_STATES)
-        with self._transaction():
-            cur = self.conn.execute(f"UPDATE jobs SET {assignments} WHERE id = ? AND status IN ({marks})",
-                                    (*changes.values(), job_id, *ACTIVE_STATES))
-            if cur.rowcount == 0:
-                return False
-            self.conn.execute(
-                "UPDATE ledger SET outcome = ?, cost_usd = ?, upstream = ?, upstream_key = ?,"
-                " latency_ms = (? - time) * 1000 WHERE job_id = ? AND outcome = 'pending'",
-                (outcome, cost_usd, changes.get("upstream"), changes.get("upstream_key"),
-                 changes["completed_at"], job_id),
-            )
-        return True
+        cur = self.conn.execute(f"UPDATE jobs SET {assignments} WHERE id = ? AND status IN ({marks})",
+                                (*changes.values(), job_id, *ACTIVE_STATES))
+        return cur.rowcount > 0
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -108,7 +139,8 @@ class SQLiteDatabase:
 
     async def update_job(self, job_id: str, **changes: Any) -> None:
         assignments = ", ".join(f"{name} = ?" for name in changes)
-        self.conn.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", (*changes.values(), job_id))
+        await self._write(lambda: self.conn.execute(f"UPDATE jobs SET {assignments} WHERE id = ?",
+                                                    (*changes.values(), job_id)))
 
     async def get_job(self, job_id: str) -> JobRecord | None:
         row = self.conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -152,12 +184,17 @@ class SQLiteDatabase:
         ).fetchall()
         return [_job(r) for r in rows]
 
+    async def served_to(self, job_id: str, team: str) -> bool:
+        row = self.conn.execute("SELECT 1 FROM ledger WHERE job_id = ? AND team = ? AND outcome = 'cache_hit'"
+                                " LIMIT 1", (job_id, team)).fetchone()
+        return row is not None
+
     # keys
     async def insert_key(self, key: KeyRecord) -> None:
-        self.conn.execute(
+        await self._write(lambda: self.conn.execute(
             "INSERT INTO api_keys (id, team, name, hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
             (key.id, key.team, key.name, key.hash, key.created_at, key.expires_at),
-        )
+        ))
 
     async def key_by_hash(self, key_hash: str) -> KeyRecord | None:
         row = self.conn.execute("SELECT * FROM api_keys WHERE hash = ?", (key_hash,)).fetchone()
@@ -170,22 +207,25 @@ class SQLiteDatabase:
         return [KeyRecord(**dict(r)) for r in self.conn.execute(sql + " ORDER BY created_at", params)]
 
     async def revoke_key(self, key_id: str) -> bool:
-        cur = self.conn.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-                                (time.time(), key_id))
+        cur = await self._write(lambda: self.conn.execute(
+            "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (time.time(), key_id)))
         return cur.rowcount > 0
 
     async def touch_keys(self, last_used: dict[str, float]) -> None:
-        self.conn.executemany("UPDATE api_keys SET last_used_at = ? WHERE id = ?",
-                              [(t, k) for k, t in last_used.items()])
+        await self._write(lambda: self.conn.executemany("UPDATE api_keys SET last_used_at = ? WHERE id = ?",
+                                                        [(t, k) for k, t in last_used.items()]))
 
     # ledger
     async def ledger_insert(self, row: LedgerRow) -> None:
         await self._ledger_writer.write(row)
 
     async def _ledger_insert_many(self, rows: list[LedgerRow]) -> None:
-        with self._transaction():
-            for row in rows:
-                self._ledger_insert(row)
+        def insert() -> None:
+            with self._transaction():
+                for row in rows:
+                    self._ledger_insert(row)
+
+        await self._write(insert)
 
     def _ledger_insert(self, row: LedgerRow) -> None:
         names = LedgerRow.__slots__

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 from cachetools import TTLCache
 
-from gateway.backends.records import KeyRecord
 from gateway.config import Config, TeamConfig
-from gateway.errors import APIError
+from gateway.core.errors import Unauthenticated
+from gateway.core.records import KeyRecord
 
 KEY_PREFIX = "sk-gw-"
 
@@ -33,8 +33,8 @@ class Principal:
 _INVALID_KEY = "Incorrect API key provided. Send your team key as 'Authorization: Bearer <key>'."
 
 
-def invalid_key(message: str = _INVALID_KEY) -> APIError:
-    return APIError(401, message, code="invalid_api_key")
+def invalid_key(message: str = _INVALID_KEY) -> Unauthenticated:
+    return Unauthenticated(message)
 
 
 class Authenticator:
@@ -76,7 +76,7 @@ class Authenticator:
     def is_admin(self, authorization: str | None) -> bool:
         try:
             digest = hash_key(_bearer(authorization))
-        except APIError:
+        except Unauthenticated:
             return False
         return any(hmac.compare_digest(digest, entry) for entry in self._admin)
 

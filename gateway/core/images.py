@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from gateway.upstreams.base import ImageInput
+from gateway.core.upstream import ImageInput
 
 __all__ = ["ImageError", "ImageLimits", "Resolver", "load_image", "sniff_mime"]
 

@@ -5,9 +5,9 @@ import re
 import secrets
 import time
 
-from gateway.backends.records import KeyRecord
 from gateway.core.auth import hash_key, new_team_key
-from gateway.errors import bad_request
+from gateway.core.errors import bad_request
+from gateway.core.records import KeyRecord
 
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}

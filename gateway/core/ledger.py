@@ -7,8 +7,8 @@ import re
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
-from gateway.backends.records import LedgerRow
-from gateway.errors import bad_request
+from gateway.core.errors import bad_request
+from gateway.core.records import LedgerRow
 
 GROUPS = ("day", "model", "key", "team")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.config import STREAM_FORMATS, ModelConfig, TeamConfig
-from gateway.errors import APIError, bad_request
+from gateway.core.errors import NotFound, PermissionDenied, bad_request
 
 VIDEO_ID_PATTERN = re.compile(r"\bvideo_[0-9a-f]{32}\b")
 
@@ -178,11 +178,11 @@ def resolve_model(models: dict[str, ModelConfig], team: TeamConfig, alias: Any) 
     if model is None:
         raise reject_unknown_model(alias)
     if not team.may_use(alias):
-        raise APIError(403, f"Your team may not use the model '{alias}'. Ask your platform team to allow it.",
-                       code="model_not_allowed", param="model")
+        raise PermissionDenied(f"Your team may not use the model '{alias}'. Ask your platform team to allow it.",
+                               code="model_not_allowed", param="model")
     return model
 
 
-def reject_unknown_model(model: str) -> APIError:
-    return APIError(404, f"The model '{model}' does not exist or you do not have access to it.",
+def reject_unknown_model(model: str) -> NotFound:
+    return NotFound(f"The model '{model}' does not exist or you do not have access to it.",
                     code="model_not_found", param="model")

@@ -65,7 +65,7 @@ class SimulatorMiddleware:
             recorder.record(0)
             await wait_for_disconnect(receive)
             return
-        if fault == "slow":
+        if fault == "slow" or (fault == "slowcreate" and scope["method"] == "POST"):
             await asyncio.sleep(self.settings.slow_s)
         error = self.injected_error(fault, key)
         if error is not None:

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 KINDS = ("videos", "chat")
 FAMILIES = ("a", "b", "c")
 LANGUAGES = ("zh", "en")
-FAULTS = ("429", "401", "403", "500", "flaky", "slow", "hang")
+FAULTS = ("429", "401", "403", "500", "flaky", "slow", "slowcreate", "hang")
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,7 @@ class SimulatorSettings:
     public_url: str = ""  # base of the MP4 links handed out in chat mode; "" = the request's base URL
     faults: str = ""  # fault applied to every key, named like the key prefixes ("" = none)
     retry_after_s: float = 2.0  # retry-after of injected 429s
-    slow_s: float = 2.0  # extra delay of the "slow" fault
+    slow_s: float = 2.0  # extra delay of the "slow" fault (every call) and "slowcreate" (creates only)
 
     def __post_init__(self) -> None:
         _check_choice("kind", self.kind, KINDS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -67,6 +68,10 @@ class SimulatorState:
         self.videos: dict[str, VideoJob] = {}  # in creation order
         self.chats: dict[str, ChatJob] = {}
         self._calls_per_key: Counter[str] = Counter()
+        # Tests hold content downloads here: while the gate is closed, a download waits (and is counted) until
+        # it opens. None: downloads answer at once.
+        self.content_gate: threading.Event | None = None
+        self.content_held = 0
 
     def record(self, call: Call) -> None:
         self.calls.append(call)

@@ -8,6 +8,7 @@ them: another key gets a 404, as another account would.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import secrets
@@ -178,6 +179,10 @@ class VideosAPI:
         status = progress_of(job, time.monotonic(), self.settings.duration_s).status
         if status != "completed":
             raise APIError(404, f"Video '{job.id}' is not ready: its status is '{status}'.")
+        gate = self.state.content_gate
+        if gate is not None and not gate.is_set():
+            self.state.content_held += 1
+            await asyncio.to_thread(gate.wait, 60)  # a test that forgets to open it still ends
         asset = self.assets.variant(variant)
         return Response(asset.data, media_type=asset.media_type)
 

@@ -17,8 +17,8 @@ import httpx
 import orjson
 
 from gateway.core.images import ImageError, Resolver, checked_addresses, resolve_host
+from gateway.core.upstream import GenerationSpec, JobLost, UpstreamError, UpstreamKey, UpstreamStatus
 from gateway.observability.metrics import NULL_METRICS, MetricsSink
-from gateway.upstreams.base import GenerationSpec, JobLost, UpstreamError, UpstreamKey, UpstreamStatus
 from gateway.upstreams.http import error_from_response, read_bounded, transport_error
 from gateway.upstreams.relay_families import RelayStreamParser
 

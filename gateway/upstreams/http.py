@@ -11,7 +11,7 @@ from email.utils import parsedate_to_datetime
 import httpx
 import orjson
 
-from gateway.upstreams.base import UpstreamError
+from gateway.core.upstream import UpstreamError
 
 MAX_ERROR_BODY = 64 * 1024
 _MAX_MESSAGE = 500

@@ -11,7 +11,8 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from gateway.upstreams.base import UpstreamError, UpstreamStatus
+from gateway.core.faults import Action, Operation, decide
+from gateway.core.upstream import UpstreamError, UpstreamStatus
 
 log = logging.getLogger("gateway.upstreams")
 MAX_PAGES = 20  # per round, or enough pages for every followed job; anything older is polled on its own
@@ -70,23 +71,34 @@ class ListPoller:
         failures = 0
         while self._watched:
             await asyncio.sleep(min(self.interval_s * (2 ** min(failures, 5)), 60.0))
-            wanted = set(self._watched)  # jobs that join during this round wait for the next one
             try:
-                seen = await self._list_round(wanted) if self.listing else {}
-                failures = 0
-            except UpstreamError as exc:
-                if exc.status in (400, 404, 405, 501):
-                    log.info("upstream has no usable list endpoint; polling jobs one by one")
-                    self.listing = False
-                else:
-                    failures += 1
-                seen = {}
-            for upstream_id, status in seen.items():
-                if (watch := self._watched.get(upstream_id)) is not None:
-                    watch.set(status)
-            unseen = [i for i in wanted if i not in seen and i in self._watched]
-            if unseen:
-                await self._poll_each(unseen)
+                failures = 0 if await self._round() else failures + 1
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - an unexpected answer must not leave every followed job hanging
+                log.exception("list poll round failed; trying again next round")
+                failures += 1
+
+    async def _round(self) -> bool:
+        """One round over every followed job; False when the listing failed (the next round backs off)."""
+        wanted = set(self._watched)  # jobs that join during this round wait for the next one
+        listed = True
+        try:
+            seen = await self._list_round(wanted) if self.listing else {}
+        except UpstreamError as exc:
+            if decide(Operation.LIST, exc.status).action is Action.UNSUPPORTED:
+                log.info("upstream has no usable list endpoint; polling jobs one by one")
+                self.listing = False
+            else:
+                listed = False
+            seen = {}
+        for upstream_id, status in seen.items():
+            if (watch := self._watched.get(upstream_id)) is not None:
+                watch.set(status)
+        unseen = [i for i in wanted if i not in seen and i in self._watched]
+        if unseen:
+            await self._poll_each(unseen)
+        return listed
 
     async def _list_round(self, wanted: set[str]) -> dict[str, UpstreamStatus]:
         seen: dict[str, UpstreamStatus] = {}
@@ -110,7 +122,7 @@ class ListPoller:
                 try:
                     status = await self._get_one(upstream_id)
                 except UpstreamError as exc:
-                    if exc.status not in (400, 404):
+                    if decide(Operation.POLL, exc.status).action is not Action.GONE:
                         return  # transient: the next round tries again
                     status = UpstreamStatus("failed", error_code="upstream_error", error_message=exc.message)
             if (watch := self._watched.get(upstream_id)) is not None:

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.upstreams.base import JobState, UpstreamStatus
+from gateway.core.upstream import JobState, UpstreamStatus
 
 # Anything that marks a line as the relay giving up on the job.
 FAILURE_MARKERS = re.compile(

@@ -8,14 +8,14 @@ from typing import Any
 import aiohttp
 import orjson
 
+from gateway.core.faults import is_refusal
+from gateway.core.upstream import GenerationSpec, UpstreamError, UpstreamKey, UpstreamStatus
 from gateway.observability.metrics import NULL_METRICS, MetricsSink
-from gateway.upstreams.base import GenerationSpec, UpstreamError, UpstreamKey, UpstreamStatus
 from gateway.upstreams.http import error_from_status
 from gateway.upstreams.list_poll import PAGE_SIZE, ListPoller
 
 MAX_CONNECTIONS = 128  # per upstream
 _DOWNLOADS = 16  # of which content downloads may hold at most this many
-_REFUSAL_CODES = frozenset({"moderation_blocked", "content_policy_violation", "people-in-user-uploads"})
 _MAX_ERROR_BODY = 64 * 1024
 
 
@@ -159,7 +159,7 @@ def to_status(video: dict[str, Any]) -> UpstreamStatus:
         progress,
         error_code=code,
         error_message=error.get("message") or "the upstream reported a failed video",
-        refused=code in _REFUSAL_CODES,
+        refused=is_refusal(code),
     )
 
 

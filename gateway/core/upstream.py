@@ -1,12 +1,16 @@
-"""The small interface every upstream dialect implements, and the values that cross it."""
+"""The small interface every upstream dialect implements, and the values that cross it.
+
+Dialects live in `gateway.upstreams` and import this module; the core never imports a dialect.
+"""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-JobState = Literal["queued", "in_progress", "completed", "failed"]
-TERMINAL_STATES = frozenset({"completed", "failed"})
+from gateway.core.records import TERMINAL_STATES
+
+JobState = Literal["queued", "in_progress", "completed", "failed"]  # what an upstream reports
 
 
 @dataclass(frozen=True, slots=True)

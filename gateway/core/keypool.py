@@ -11,11 +11,12 @@ import hashlib
 import time
 from dataclasses import dataclass, field
 
-from gateway.backends.coordination import Coordinator, KeyHealth, LocalCoordinator, wall_to_monotonic
-from gateway.upstreams.base import UpstreamKey
-from gateway.upstreams.faults import KeyEffect, cooldown_s
+from gateway.core.coordination import Coordinator, KeyHealth, wall_to_monotonic
+from gateway.core.faults import STRIKES_TO_REST, KeyEffect, cooldown_s
+from gateway.core.upstream import UpstreamKey
 
 SLOT_LEASE_S = 60.0  # renewed while the job runs; a dead instance's slots expire after this
+SHARED_SLOT_RECHECK_S = 0.5  # a slot freed by another instance sends no wake-up here: look again this often
 
 
 def key_label(upstream: str, secret: str) -> str:
@@ -62,6 +63,7 @@ class KeySlot:
 
     state: KeyState
     token: str
+    released: bool = False
 
     @property
     def key(self) -> UpstreamKey:
@@ -72,16 +74,16 @@ class KeySlot:
 class KeyPool:
     upstream: str
     max_concurrent: int
+    coordinator: Coordinator
     states: list[KeyState] = field(default_factory=list)
-    coordinator: Coordinator = field(default_factory=LocalCoordinator)
 
     def __post_init__(self) -> None:
         self._freed = asyncio.Event()
 
     @classmethod
     def from_secrets(cls, upstream: str, secrets: tuple[str, ...], max_concurrent: int,
-                     coordinator: Coordinator | None = None) -> KeyPool:
-        pool = cls(upstream, max_concurrent, coordinator=coordinator or LocalCoordinator())
+                     coordinator: Coordinator) -> KeyPool:
+        pool = cls(upstream, max_concurrent, coordinator)
         for secret in secrets:
             pool.states.append(KeyState(UpstreamKey(upstream, key_label(upstream, secret), secret)))
         return pool
@@ -113,6 +115,10 @@ class KeyPool:
         return KeySlot(state, token or "local")
 
     async def release(self, slot: KeySlot) -> None:
+        """Give a slot back; releasing the same slot twice is harmless."""
+        if slot.released:
+            return
+        slot.released = True
         slot.state.in_flight = max(0, slot.state.in_flight - 1)
         self._freed.set()
         self._freed = asyncio.Event()
@@ -122,6 +128,9 @@ class KeyPool:
         await self.coordinator.key_renew(slot.key.label, slot.token, SLOT_LEASE_S)
 
     async def wait_for_slot(self, timeout: float) -> None:
+        """Wait until a slot may be free: one released here, or (shared) a short while for other instances'."""
+        if self.coordinator.shared:
+            timeout = min(timeout, SHARED_SLOT_RECHECK_S)
         try:
             await asyncio.wait_for(self._freed.wait(), max(timeout, 0.0))
         except TimeoutError:
@@ -156,6 +165,10 @@ class KeyPool:
             await self.coordinator.set_key_health(state.key.label, KeyHealth(disabled_reason=reason))
         elif effect is KeyEffect.STRIKE:
             state.strikes += 1
+            if state.strikes >= STRIKES_TO_REST:  # timing out again and again: rest it like a rate-limited key
+                rest = cooldown_s(None, state.strikes - STRIKES_TO_REST)
+                state.cooling_until = time.monotonic() + rest
+                await self.coordinator.set_key_health(state.key.label, KeyHealth(cooling_until=time.time() + rest))
 
     async def enable(self, label: str) -> bool:
         state = self.get(label)

@@ -2,8 +2,26 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from typing import Literal
 
-ACTIVE_STATES = ("submitting", "queued", "in_progress")
+JobStatus = Literal["submitting", "queued", "in_progress", "completed", "failed"]
+ACTIVE_STATES: tuple[JobStatus, ...] = ("submitting", "queued", "in_progress")
+TERMINAL_STATES: frozenset[str] = frozenset({"completed", "failed"})
+_RANK = {"submitting": 0, "queued": 1, "in_progress": 2, "completed": 3, "failed": 3}
+
+
+def is_terminal(status: str) -> bool:
+    return status in TERMINAL_STATES
+
+
+def public_status(status: str) -> str:
+    """What a client sees: a job the upstream has not accepted yet is simply queued."""
+    return "queued" if status == "submitting" else status
+
+
+def status_rank(status: str) -> int:
+    """Jobs only move forward: submitting < queued < in_progress < completed | failed."""
+    return _RANK.get(status, 0)
 
 
 @dataclass(slots=True)
@@ -17,7 +35,7 @@ class JobRecord:
     size: str
     seconds: int
     created_at: float
-    status: str = "submitting"  # submitting | queued | in_progress | completed | failed
+    status: JobStatus = "submitting"
     progress: float = 0.0
     upstream: str = ""
     upstream_key: str = ""  # the key's label, never its value
@@ -34,6 +52,10 @@ class JobRecord:
     has_thumbnail: bool = False
     deleted: bool = False
     reservation_id: str | None = None  # the quota reservation this job holds until it ends
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL_STATES
 
     @classmethod
     def columns(cls) -> tuple[str, ...]:

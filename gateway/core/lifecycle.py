@@ -1,0 +1,330 @@
+"""The job lifecycle: every video, whichever endpoint asked for it, takes these steps in this order.
+
+    estimate the price → reserve it (quotas) → record the job and its pending ledger row (one transaction)
+    → submit on a key → follow the upstream → store the files → close the ledger row, exactly once
+    → settle or refund the reservation → let identical requests stop joining → hand back lease and key slot
+
+`start()` returns once the job is recorded, so a stream can tell its client the job id at once; the upstream
+create happens in the job's own task, and whoever needs its answer waits on `JobHandle.wait_accepted()`.
+Whichever instance or restart runs a step, the row is closed once: closing is a conditional update, and
+whoever loses that race adopts the winner's outcome.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable, Mapping
+
+from gateway.config import UpstreamConfig
+from gateway.core.accounting import Accounting, ledger_row, rate_headers
+from gateway.core.auth import Principal
+from gateway.core.coordination import Coordinator
+from gateway.core.database import Database
+from gateway.core.dispatch import Dispatcher
+from gateway.core.errors import ContentRefused, GatewayError, UpstreamFailed
+from gateway.core.feed import JobHandle
+from gateway.core.flights import Flights
+from gateway.core.follow import Storing, follow
+from gateway.core.keypool import KeyPool
+from gateway.core.leases import Leases
+from gateway.core.live import FollowedJob, LiveJobs
+from gateway.core.periodic import every
+from gateway.core.records import JobRecord
+from gateway.core.request import VideoRequest
+from gateway.core.store import VideoStore
+from gateway.core.upstream import GenerationSpec, ImageInput, Upstream, UpstreamStatus
+from gateway.observability.metrics import MetricsSink
+
+log = logging.getLogger("gateway.jobs")
+PERSIST_STEP = 5.0  # write progress to the database every this many points (the live copy has every point)
+_FINISH_RETRY_CAP_S = 30.0
+
+
+def new_video_id() -> str:
+    return "video_" + secrets.token_hex(16)
+
+
+class UpstreamSettings:
+    """Each upstream's settings by name. One dropped by a reload keeps its last settings for the jobs still on
+    it; None for a name this process never had (a job made under an older config)."""
+
+    def __init__(self, upstreams: tuple[UpstreamConfig, ...]) -> None:
+        self._current: dict[str, UpstreamConfig] = {}
+        self._known: dict[str, UpstreamConfig] = {}
+        self.update(upstreams)
+
+    def update(self, upstreams: tuple[UpstreamConfig, ...]) -> None:
+        self._current = {u.name: u for u in upstreams}
+        self._known.update(self._current)
+
+    def __call__(self, name: str) -> UpstreamConfig | None:
+        return self._current.get(name) or self._known.get(name)
+
+
+class _EndedElsewhere(Exception):
+    """Another instance ended the job while this one still followed it."""
+
+
+class Lifecycle:
+    def __init__(self, *, db: Database, live: LiveJobs, coordinator: Coordinator, upstreams: Mapping[str, Upstream],
+                 pools: Mapping[str, KeyPool], settings: UpstreamSettings, store: VideoStore,
+                 accounting: Accounting, flights: Flights, metrics: MetricsSink,
+                 ping_interval_s: Callable[[], float]) -> None:
+        self.db = db
+        self.live = live
+        self.upstreams = upstreams
+        self.pools = pools
+        self.settings = settings
+        self.accounting = accounting
+        self.flights = flights
+        self.metrics = metrics
+        self.dispatcher = Dispatcher(upstreams, pools, settings)
+        self.storing = Storing(store, pools)
+        self.store = store
+        self.leases = Leases(coordinator, live, pools, db, self.resume)
+        self._ping_interval_s = ping_interval_s
+        self._loops: list[asyncio.Task] = []
+
+    # -- running ----------------------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Pick up unfinished jobs nobody follows, then keep leases and keep-alives going."""
+        await self.leases.take_over()
+        self._loops = [
+            asyncio.create_task(every(self._ping_interval_s, self.live.keepalive, "keep-alive tick"),
+                                name="keepalive-ticker"),
+            asyncio.create_task(every(self.leases.interval_s, self.leases.round, "lease round"), name="job-leases"),
+        ]
+
+    async def close(self) -> None:
+        """Stop following jobs without failing them: they stay active in the database and resume later (here
+        after a restart, or on another instance once their lease runs out)."""
+        jobs = list(self.live.followed.values())
+        tasks = [*self._loops, *(j.task for j in jobs if j.task)]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for job in jobs:
+            await self._hand_back(job)
+            job.handle.wake()
+
+    # -- estimate, reserve, record ---------------------------------------------------------------------------
+
+    async def start(self, principal: Principal, request: VideoRequest, image: ImageInput | None, request_id: str,
+                    *, cache_key: str | None, remix_source: JobRecord | None = None,
+                    job_id: str | None = None) -> tuple[JobHandle, dict[str, str]]:
+        """Reserve, record and launch a job; returns its handle and the caller's rate-limit headers as soon as
+        the job is durable. Raises RateLimited or QuotaExceeded (nothing recorded, nothing reserved)."""
+        team = principal.team.name
+        admission = await self.accounting.reserve(principal, request, request_id)
+        model = request.model
+        record = JobRecord(
+            id=job_id or new_video_id(), team=team, key_id=principal.key_id, model=model.name,
+            upstream_model=model.upstream_model, prompt=request.prompt, size=request.size, seconds=request.seconds,
+            created_at=time.time(), cache_key=cache_key, remixed_from=remix_source.id if remix_source else None,
+            request_id=request_id, user=request.user, price=request.price, reservation_id=admission.reservation_id,
+        )
+        row = ledger_row(principal, request, request_id, "pending")
+        row.job_id = record.id
+        try:
+            await self.db.insert_job(record, row)
+        except BaseException:
+            await self.accounting.give_back(team, admission.reservation_id)
+            raise
+        job = FollowedJob(JobHandle(record))
+        self.live.followed[record.id] = job
+        await self._claim(record.id)
+        spec = GenerationSpec(upstream_model=model.upstream_model, prompt=request.prompt, size=request.size,
+                              seconds=request.seconds, image=image,
+                              remix_of=remix_source.upstream_job_id if remix_source else None)
+        names = (remix_source.upstream,) if remix_source else model.upstreams
+        pinned = remix_source.upstream_key if remix_source else None
+        job.task = asyncio.create_task(self._submit_and_follow(job, spec, names, pinned), name=f"job-{record.id}")
+        return job.handle, rate_headers(admission)
+
+    async def _claim(self, job_id: str) -> None:
+        try:
+            await self.leases.claim(job_id)
+        except Exception as exc:  # noqa: BLE001 - a fresh id is nobody else's; the next lease round claims it
+            log.warning("job lease claim failed", extra={"job_id": job_id, "error": type(exc).__name__})
+
+    # -- submit -----------------------------------------------------------------------------------------------
+
+    async def _submit_and_follow(self, job: FollowedJob, spec: GenerationSpec, names: tuple[str, ...],
+                                 pinned: str | None) -> None:
+        record = job.record
+        try:
+            submitted = await self.dispatcher.submit(spec, names, pinned)
+        except GatewayError as exc:
+            job.handle.refuse(exc)
+            await self._finish(job, "failed", exc.code, exc.message, refused=isinstance(exc, ContentRefused))
+            return
+        except Exception as exc:  # noqa: BLE001 - any other failure ends the job the same way
+            log.exception("job submission failed", extra={"job_id": record.id})
+            error = UpstreamFailed(f"the job could not be submitted: {type(exc).__name__}")
+            job.handle.refuse(error)
+            await self._finish(job, "failed", error.code, error.message)
+            return
+        job.upstream, job.slot = submitted.adapter, submitted.slot
+        ids = {"upstream": submitted.upstream, "upstream_key": submitted.slot.key.label,
+               "upstream_job_id": submitted.upstream_id}
+        try:
+            still_running = await self.db.advance_job(record.id, status="queued", **ids)
+        except Exception as exc:  # noqa: BLE001 - follow it anyway; its end is written when the database is back
+            log.error("job upstream ids not written", extra={"job_id": record.id, "error": type(exc).__name__})
+            still_running = True
+        if not still_running:
+            await self._ended_elsewhere(job)
+            return
+        for name, value in ids.items():
+            setattr(record, name, value)
+        record.status = "queued"
+        job.handle.accept()
+        await self.live.publish(job.handle)
+        log.info("job submitted", extra={"job_id": record.id, "team": record.team, "upstream": record.upstream,
+                                         "upstream_key": record.upstream_key})
+        await self._follow_and_store(job)
+
+    # -- follow and store -------------------------------------------------------------------------------------
+
+    async def resume(self, record: JobRecord) -> bool:
+        """Follow a job this instance just took the lease of; False when it had to be ended instead."""
+        handle = self.live.watched.pop(record.id, None)
+        if handle is None:
+            handle = JobHandle(record)
+        else:  # clients here were watching it: they keep their handle, which takes the database's record
+            for name in JobRecord.columns():
+                setattr(handle.record, name, getattr(record, name))
+        job = FollowedJob(handle)
+        self.live.followed[record.id] = job
+        pool, adapter = self.pools.get(record.upstream), self.upstreams.get(record.upstream)
+        slot = await pool.hold(record.upstream_key) if pool and adapter and record.upstream_job_id else None
+        if slot is None:
+            reason = ("the gateway stopped before the upstream accepted the job" if not record.upstream_job_id
+                      else "the upstream key that created the job is no longer configured")
+            await self._finish(job, "failed", "upstream_error", reason)
+            return False
+        job.upstream, job.slot = adapter, slot
+        job.task = asyncio.create_task(self._follow_and_store(job), name=f"job-{record.id}")
+        return True
+
+    async def _follow_and_store(self, job: FollowedJob) -> None:
+        record = job.record
+        limit = self.settings(record.upstream).job_timeout_s
+        try:
+            final = await follow(job, limit - (time.time() - record.created_at), limit,
+                                 lambda status: self._progress(job, status))
+            if final.status != "completed":
+                await self._finish(job, "failed", final.error_code or "upstream_error",
+                                   final.error_message or "the upstream reported a failure", refused=final.refused)
+                return
+            await self._store(job, final)
+        except _EndedElsewhere:
+            await self._ended_elsewhere(job)
+        except GatewayError as exc:
+            await self._finish(job, "failed", exc.code, exc.message)
+        except Exception as exc:  # noqa: BLE001 - whatever broke, the job ends and its client hears of it
+            log.exception("job follower failed", extra={"job_id": record.id})
+            await self._finish(job, "failed", "upstream_error", f"the upstream job could not be followed: {exc}")
+
+    async def _progress(self, job: FollowedJob, status: UpstreamStatus) -> None:
+        record = job.record
+        progress = max(record.progress, min(status.progress, 99.0))
+        if status.status == record.status and progress == record.progress:
+            return
+        state_changed = status.status != record.status
+        persisted = record.progress
+        record.status, record.progress = status.status, progress
+        if state_changed or int(progress // PERSIST_STEP) != int(persisted // PERSIST_STEP):
+            if not await self.db.advance_job(record.id, status=record.status, progress=progress):
+                raise _EndedElsewhere
+        if state_changed:
+            log.info("job status changed", extra={"job_id": record.id, "status": record.status})
+        await self.live.publish(job.handle)
+
+    async def _store(self, job: FollowedJob, final: UpstreamStatus) -> None:
+        record = job.record
+        await self.storing.video(job, final)
+        # the thumbnail comes with the video; a spritesheet is fetched when first asked for (`fetch_preview`)
+        record.has_thumbnail = await self.storing.preview(record, job.upstream, job.slot.key, final, "thumbnail")
+        current = await self.db.get_job(record.id)  # a delete may have come through another instance
+        if record.deleted or (current is not None and current.deleted):
+            record.deleted = True  # deleted while it ran: accounted for as usual, but nothing is kept
+            await self.store.delete(record.id)
+        record.progress = 100.0
+        await self._finish(job, "completed", None, None)
+
+    async def fetch_preview(self, record: JobRecord, variant: str) -> bool:
+        """Store a preview of a finished video that was not fetched with it; False when the upstream has none."""
+        upstream, pool = self.upstreams.get(record.upstream), self.pools.get(record.upstream)
+        state = pool.get(record.upstream_key) if pool else None
+        if upstream is None or state is None or not record.upstream_job_id:
+            return False
+        return await self.storing.preview(record, upstream, state.key, UpstreamStatus("completed", 100.0), variant)
+
+    # -- close the row, settle or refund, let go ------------------------------------------------------------
+
+    async def _finish(self, job: FollowedJob, status: str, code: str | None, message: str | None,
+                      refused: bool = False) -> None:
+        record = job.record
+        now = time.time()
+        outcome = "completed" if status == "completed" else "refused" if refused else "failed"
+        changes = {"status": status, "progress": record.progress, "error_code": code, "error_message": message,
+                   "refused": refused, "completed_at": now, "has_thumbnail": record.has_thumbnail,
+                   "upstream": record.upstream, "upstream_key": record.upstream_key}
+        closed = await self._close_row(record.id, changes, outcome, record.price if outcome == "completed" else 0.0)
+        if not closed:  # another instance ended it first: its accounting stands
+            log.info("job already finished elsewhere", extra={"job_id": record.id})
+            await self._ended_elsewhere(job)
+            return
+        record.status, record.error_code, record.error_message = status, code, message
+        record.refused, record.completed_at = refused, now
+        log.info("job finished", extra={"job_id": record.id, "status": status, "error_code": code})
+        self.metrics.job_finished(record.upstream or "", outcome, now - record.created_at)
+        try:
+            await self.accounting.close(record)
+        except Exception as exc:  # noqa: BLE001 - the ledger row is closed; counters are rebuilt from it on start
+            log.error("quota settle failed", extra={"job_id": record.id, "error": type(exc).__name__})
+        await self._let_go(job)
+
+    async def _close_row(self, job_id: str, changes: dict, outcome: str, cost: float) -> bool:
+        """Close the job and its ledger row, retrying while the database is away; only a shutdown stops it
+        (the job then stays active and is finished after the restart)."""
+        attempt = 0
+        while True:
+            try:
+                return await self.db.finish_job(job_id, changes, outcome, cost)
+            except Exception as exc:  # noqa: BLE001
+                attempt += 1
+                log.error("job end not written yet; retrying", extra={"job_id": job_id, "error": type(exc).__name__})
+                await asyncio.sleep(min(_FINISH_RETRY_CAP_S, 0.5 * 2 ** min(attempt, 6)))
+
+    async def _ended_elsewhere(self, job: FollowedJob) -> None:
+        current = await self.db.get_job(job.record.id)
+        if current is not None:
+            job.handle.adopt(current)
+        await self._let_go(job)
+
+    async def _let_go(self, job: FollowedJob) -> None:
+        """The job is over here: identical requests stop joining it, every client reads its end, and its lease
+        and key slot go back."""
+        record = job.record
+        with contextlib.suppress(Exception):
+            await self.flights.release(record)
+        self.live.followed.pop(record.id, None)
+        await self.live.publish(job.handle)
+        await self._hand_back(job)
+
+    async def _hand_back(self, job: FollowedJob) -> None:
+        if job.slot is not None:
+            slot, job.slot = job.slot, None
+            pool = self.pools.get(slot.key.upstream)
+            if pool is not None:
+                with contextlib.suppress(Exception):
+                    await pool.release(slot)
+        with contextlib.suppress(Exception):
+            await self.leases.release(job.record.id)
+
