@@ -65,8 +65,10 @@ async def test_a_change_during_a_keepalive_is_not_missed():
     handle = JobHandle(job())
     feed = handle.changes()
     assert await anext(feed) is True
+    tick = asyncio.ensure_future(anext(feed))
+    await asyncio.sleep(0)  # the reader is waiting for news
     handle.wake()  # a keep-alive tick
-    assert await anext(feed) is False
+    assert await tick is False
     handle.record.status = "failed"  # ends while the reader sends its ping
     handle.publish()
     assert await asyncio.wait_for(anext(feed), 5) is True and handle.done
