@@ -32,11 +32,15 @@ PAGE = """<!doctype html>
 <body>
 <div id="rendered"></div>
 <div id="open-webui"></div>
+<div id="escaped"></div>
 <script id="answer" type="application/json">{answer}</script>
 <script>
 const answer = JSON.parse(document.getElementById("answer").textContent);
 // A client whose markdown allows HTML: the player comes from src.
 document.getElementById("rendered").innerHTML = marked.parse(answer);
+// A markdown-only client (LibreChat, NextChat): raw HTML shown as text.
+const escaping = new marked.Marked({{renderer: {{html: t => t.text.replace(/&/g, "&amp;").replace(/</g, "&lt;")}}}});
+document.getElementById("escaped").innerHTML = escaping.parse(answer);
 // Open WebUI: the video block must reach its HTML renderer as one token, tag and text together, and the
 // player's source is the element's text.
 const token = marked.lexer(answer).find(t => t.type === "html" && /^<video/i.test(t.raw));
@@ -103,6 +107,8 @@ def test_the_final_answer_plays_inline_from_marked(gateway, browser):
         assert page.get_attribute("#rendered a", "href") == url  # the link line still reads as a link
         assert page.get_attribute("#rendered video", "src") == url
         assert page.eval_on_selector("#open-webui video", "v => v.src") == url
+        assert page.get_attribute("#escaped a", "href") == url  # markdown only: the link, the tag as text
+        assert page.locator("#escaped video").count() == 0 and "<video" in page.inner_text("#escaped")
         assert_plays(page, "#rendered video")
         assert_plays(page, "#open-webui video")
         page.close()
