@@ -12,6 +12,7 @@ import pytest
 from gateway.core.formats import FORMATS
 from gateway.core.person_prompt import person_prompt
 from gateway.core.progress import ProgressLines
+from gateway.core.ui_tasks import title
 from tests.support import ALPHA_KEY
 
 WORDS = "a red fox running through fresh snow"
@@ -37,11 +38,11 @@ TEMPLATES = [
     ("open-webui", "title", _user(
         "### Task:\nGenerate a concise title summarizing the chat history.\n### Guidelines:\n- Keep it short: 2-4"
         ' words is best.\n### Output:\nJSON format: { "title": "your concise title here" }\n### Chat History:\n'
-        + OWUI_HISTORY), {"title": "Red Fox Running Through Fresh"}),
+        + OWUI_HISTORY), {"title": "Red Fox Running"}),
     ("open-webui", "title", _user(
         "### Task:\nGenerate a concise, 3-5 word title with an emoji summarizing the chat history.\n### Output:\n"
         'JSON format: { "title": "your concise title here" }\n### Chat History:\n' + OWUI_HISTORY),
-     {"title": "Red Fox Running Through Fresh"}),
+     {"title": "Red Fox Running"}),
     ("open-webui", "tags", _user(
         "### Task:\nGenerate 1-3 broad tags categorizing the main themes of the chat history, along with 1-3 more"
         ' specific subtopic tags.\n\n### Output:\nJSON format: { "tags": ["tag1", "tag2", "tag3"] }\n\n'
@@ -74,11 +75,11 @@ TEMPLATES = [
         "\n}\n\n### Chat History:\n" + OWUI_HISTORY), {"prompt": WORDS}),
     ("librechat", "title", _user(
         "Provide a concise, 5-word-or-less title for the conversation, using title case conventions. Only return"
-        f" the title itself.\n\nConversation:\nUser: {WORDS}\nAI: {GATEWAY_REPLY}"), "Red Fox Running Through Fresh"),
+        f" the title itself.\n\nConversation:\nUser: {WORDS}\nAI: {GATEWAY_REPLY}"), "Red Fox Running"),
     ("librechat", "title", _user(
         "Analyze this conversation and provide:\n1. The detected language of the conversation\n2. A concise title"
         f" in the detected language (5 words or less, no punctuation or quotation)\n\nUser: {WORDS}\nAI: ok"),
-     {"language": "English", "title": "Red Fox Running Through Fresh"}),
+     {"language": "English", "title": "Red Fox Running"}),
     ("librechat", "summary", [*CONVO, {"role": "user", "content": (
         "Hold on, before you continue I need you to write me a checkpoint of everything so far. Your context window"
         " is filling up and this checkpoint replaces the messages above.\n\n## Checkpoint\n\n## Goal")}],
@@ -86,7 +87,7 @@ TEMPLATES = [
     ("lobechat", "title", _system(
         "You are a professional conversation summarizer. Generate a concise title that captures the essence of the"
         " conversation.\n\nRules:\n- Output ONLY the title text\n- Use the language specified by the locale code:"
-        " en-US", TRANSCRIPT), "Red Fox Running Through Fresh"),
+        " en-US", TRANSCRIPT), "Red Fox Running"),
     ("lobechat", "summary", _system(
         "You're an assistant who's good at extracting key takeaways from conversations and summarizing them.",
         f"<chat_history>\n{TRANSCRIPT}\n</chat_history>\n\nPlease summarize the above conversation and retain key"
@@ -94,7 +95,7 @@ TEMPLATES = [
     ("nextchat", "title", [*CONVO, {"role": "user", "content": (
         "Please generate a four to five word title summarizing our conversation without any lead-in, punctuation,"
         " quotation marks, periods, symbols, bold text, or additional text. Remove enclosing quotation marks.")}],
-     "Red Fox Running Through Fresh"),
+     "Red Fox Running"),
     ("nextchat", "title", [{"role": "user", "content": "雪地里奔跑的红狐狸"}, {"role": "user", "content": (
         "使用四到五个字直接返回这句话的简要主题，不要解释、不要标点、不要语气词、不要多余文本，不要加粗，如果没有主题，请直接返回“闲聊”")}],
      "雪地里奔跑的红狐狸"),
@@ -104,7 +105,7 @@ TEMPLATES = [
     ("cherry-studio", "title", [{"role": "system", "content": (
         "You are an assistant skilled in conversation. You need to summarize the user's conversation into a title"
         " within 10 words. The language of the title should be consistent with the user's primary language.")},
-        *CONVO], "Red Fox Running Through Fresh"),
+        *CONVO], "Red Fox Running"),
     ("cherry-studio", "search", _user(
         "You are an AI question rephraser. Your role is to rephrase follow-up queries from a conversation into"
         " standalone queries that can be used by another LLM to retrieve information.\n<conversation>\n"
@@ -114,7 +115,7 @@ TEMPLATES = [
     ("chatbox", "title", _user(
         "Based on the chat history, give this conversation a name.\nKeep it short - 10 characters max, no quotes."
         f"\nUse English.\nJust provide the name, nothing else.\n\nHere's the conversation:\n\n```\nuser: {WORDS}\n```"),
-     "Red Fox Running Through Fresh"),
+     "Red Fox Running"),
 ]
 IDS = [f"{ui}-{task}-{i}" for i, (ui, task, _, _) in enumerate(TEMPLATES)]
 
@@ -182,11 +183,11 @@ def test_structured_output_by_tool_call_gets_a_tool_call(gateway, simulator):
                                                       tool_choice=choice)
     [call] = completion.choices[0].message.tool_calls
     assert completion.choices[0].finish_reason == "tool_calls" and call.function.name == "extract"
-    assert json.loads(call.function.arguments) == {"language": "English", "title": "Red Fox Running Through Fresh"}
+    assert json.loads(call.function.arguments) == {"language": "English", "title": "Red Fox Running"}
     chunks = list(sdk(gateway).chat.completions.create(model="sora-2", messages=messages, tools=tools,
                                                        tool_choice=choice, stream=True))
     arguments = "".join(t.function.arguments or "" for c in chunks for t in c.choices[0].delta.tool_calls or [])
-    assert json.loads(arguments)["title"] == "Red Fox Running Through Fresh"
+    assert json.loads(arguments)["title"] == "Red Fox Running"
     assert upstream_calls(simulator) == []
 
 
@@ -263,3 +264,14 @@ def test_a_long_job_streams_a_dozen_lines_and_every_step_in_the_video_object(sta
     steps = [c.model_extra["video"]["progress"] for c in chunks]
     assert set(shown) <= set(steps) and steps == sorted(steps) and steps[-1] == 100
     assert len(set(steps)) >= len(shown)
+
+
+@pytest.mark.parametrize(("words", "expected"), [
+    ("make a video of a red fox in snow", "Red Fox in Snow"),
+    ("a drone shot over the alps at sunset with clouds", "Drone Shot over the Alps"),
+    ("a lighthouse at dawn", "Lighthouse at Dawn"),
+    ("雪地里奔跑的红狐狸，电影感", "雪地里奔跑的红狐狸"),
+    ("", "Video"),
+])
+def test_titles_are_short_and_drawn_from_the_persons_words(words, expected):
+    assert title(words) == expected

@@ -19,6 +19,9 @@ _SPEAKER_LINE = re.compile(r"^\s*(?:USER|User|user|Human|human|用户)\s*[:：]\
 _WORD = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*")
 _FILLER = frozenset("a an the please make create generate render show me us video videos clip of with".split())
 _SMALL = frozenset("a an and as at by for in of on or the to with".split())
+_PREPOSITIONS = frozenset("above across along around at behind below beneath beside between by during for from in"
+                          " inside into near of off on onto over past through to toward towards under while with"
+                          " within".split())
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
 _TITLE_WORDS = 5
 
@@ -93,16 +96,22 @@ def _is_template(text: str) -> bool:
 def title(words: str) -> str:
     """A short title from the person's words: 'make a video of a red fox in snow' → 'Red Fox in Snow'."""
     if _CJK.search(words):
-        return re.sub(r"[\s\W_]+", "", words)[:10] or "Video"
+        clause = next((c for c in re.split(r"[\s\W_]+", words) if c), "")
+        return clause[:10] or "Video"  # the first clause, at most 10 characters
     found = _WORD.findall(words)
     while found and found[0].lower() in _FILLER:
         found.pop(0)
-    picked = found[:_TITLE_WORDS]
-    while picked and picked[-1].lower() in _SMALL:
+    picked: list[str] = []
+    for word in found[:_TITLE_WORDS]:
+        if len(picked) >= 3 and word.lower() in _PREPOSITIONS:
+            break  # 'red fox running through fresh snow' → 'Red Fox Running'
+        picked.append(word)
+    while picked and picked[-1].lower() in _SMALL | _PREPOSITIONS:
         picked.pop()
     if not picked:
         return "Video"
-    return " ".join(w if i and w.lower() in _SMALL else w[:1].upper() + w[1:] for i, w in enumerate(picked))
+    lower = _SMALL | _PREPOSITIONS
+    return " ".join(w.lower() if i and w.lower() in lower else w[:1].upper() + w[1:] for i, w in enumerate(picked))
 
 
 def language(words: str) -> str:

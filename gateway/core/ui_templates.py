@@ -42,7 +42,7 @@ TEMPLATES: tuple[UiTemplate, ...] = (
        r"Your task is to reflect the speaker's likely facial expression through a fitting emoji"),
     _t("open-webui", "image_prompt", "image_prompt_json",
        _TASK + r"Generate a detailed prompt for a[mn]? image generation task"),
-    # LibreChat: @librechat/agents src/utils/title.ts and src/summarization/shared.ts; older api/app titleInstruction
+    # LibreChat: its title prompts (completion and structured, src/utils/title.ts), summaries, older titleInstruction
     _t("librechat", "title", "title_text", r"concise, 5-word-or-less title for the conversation"),
     _t("librechat", "title", "title_language_json",
        r"Analyze this conversation and provide:\s*1\. The detected language of the conversation\s*"
