@@ -274,6 +274,7 @@ def create_app(config: Config) -> Starlette:
         Route("/v1/videos/{video_id}", videos.retrieve_video, methods=["GET"]),
         Route("/v1/videos/{video_id}", videos.delete_video, methods=["DELETE"]),
         Route("/v1/videos/{video_id}/content", videos.video_content, methods=["GET", "HEAD"]),
+        Route("/v1/videos/{video_id}/content/{token}", videos.signed_video_content, methods=["GET", "HEAD"]),
         Route("/v1/videos/{video_id}/remix", videos.remix_video, methods=["POST"]),
         Route("/v1/usage", usage.team_usage),
         Route("/admin/upstreams", admin.list_upstreams),

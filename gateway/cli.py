@@ -299,14 +299,17 @@ Try it (streaming progress, then a link that plays in a browser):
     -H "Authorization: Bearer {DEMO_KEY}" -H "Content-Type: application/json" \\
     -d '{{"model": "sora-2", "stream": true, "messages": [{{"role": "user", "content": "a red fox in snow"}}]}}'
 
-  python - <<'EOF'
-  from openai import OpenAI
-  client = OpenAI(base_url="{base}", api_key="{DEMO_KEY}")
-  for chunk in client.chat.completions.create(
-          model="sora-2", stream=True, messages=[{{"role": "user", "content": "a red fox in snow"}}]):
-      print(chunk.choices[0].delta.content or "", end="", flush=True)
-  print()
-  EOF
+python - <<'EOF'
+from openai import OpenAI
+client = OpenAI(base_url="{base}", api_key="{DEMO_KEY}")
+for chunk in client.chat.completions.create(
+        model="sora-2", stream=True, stream_options={{"include_usage": True}},
+        messages=[{{"role": "user", "content": "a red fox in snow"}}]):
+    if chunk.choices:  # the last chunk carries only the usage
+        print(chunk.choices[0].delta.content or "", end="", flush=True)
+    else:
+        print(f"\\n${{chunk.usage.model_extra['cost_usd']:.2f}}")
+EOF
 
 Ctrl-C stops it.
 """

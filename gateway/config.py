@@ -16,6 +16,7 @@ from typing import Any
 UPSTREAM_KINDS = ("videos", "chat")
 STREAM_FORMATS = ("markdown", "zh", "reasoning")
 CACHE_SCOPES = ("team", "global")
+UI_TASK_MODES = ("answer", "generate")
 QUOTA_KEYS = (
     "requests_per_minute",
     "concurrent_jobs",
@@ -76,6 +77,12 @@ class CacheConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ChatConfig:
+    ui_tasks: str = "answer"  # answer a chat UI's housekeeping requests, or "generate" a video for them too
+    progress_step: int = 10  # a progress line in text formats only when progress passes a multiple of this
+
+
+@dataclass(frozen=True, slots=True)
 class UpstreamConfig:
     name: str
     kind: str
@@ -133,6 +140,7 @@ class Config:
     models: Mapping[str, ModelConfig]
     teams: tuple[TeamConfig, ...]
     source: str = "config"
+    chat: ChatConfig = ChatConfig()
 
     def upstream(self, name: str) -> UpstreamConfig:
         return next(u for u in self.upstreams if u.name == name)
@@ -239,14 +247,15 @@ class _Reader:
         return value
 
     def config(self, raw: Mapping[str, Any], source: str) -> Config:
-        self.unknown_keys(raw, "", ("server", "storage", "cache", "upstreams", "models", "teams"))
+        self.unknown_keys(raw, "", ("server", "storage", "cache", "chat", "upstreams", "models", "teams"))
         server = self.server(self.table(raw, "server"))
         storage = self.storage(self.table(raw, "storage"))
         cache = self.cache(self.table(raw, "cache"))
         upstreams = self.upstreams(raw.get("upstreams", []))
         models = self.models(self.table(raw, "models"), {u.name for u in upstreams})
         teams = self.teams(raw.get("teams", []), set(models))
-        return Config(server, storage, cache, upstreams, models, teams, source)
+        chat = self.chat(self.table(raw, "chat"))
+        return Config(server, storage, cache, upstreams, models, teams, source, chat)
 
     def server(self, t: Mapping[str, Any]) -> ServerConfig:
         p = "server"
@@ -291,6 +300,15 @@ class _Reader:
             enabled=self.get(t, p, "enabled", bool, d.enabled),
             ttl_s=self.get(t, p, "ttl_s", int, d.ttl_s, _positive),
             scope=self.get(t, p, "scope", str, d.scope, _one_of(*CACHE_SCOPES)),
+        )
+
+    def chat(self, t: Mapping[str, Any]) -> ChatConfig:
+        p = "chat"
+        d = ChatConfig()
+        self.unknown_keys(t, p, tuple(ChatConfig.__dataclass_fields__))
+        return ChatConfig(
+            ui_tasks=self.get(t, p, "ui_tasks", str, d.ui_tasks, _one_of(*UI_TASK_MODES)),
+            progress_step=self.get(t, p, "progress_step", int, d.progress_step, _percent_step),
         )
 
     def upstreams(self, raw: Any) -> tuple[UpstreamConfig, ...]:
@@ -446,6 +464,10 @@ def _positive(v: float) -> str | None:
 
 def _not_negative(v: float) -> str | None:
     return None if v >= 0 else f"must not be negative, got {v}"
+
+
+def _percent_step(v: int) -> str | None:
+    return None if 1 <= v <= 100 else f"must be a whole number of percent from 1 to 100, got {v}"
 
 
 def _secret(v: str) -> str | None:

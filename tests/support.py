@@ -74,9 +74,7 @@ def base_config(tmp_path: Path, upstream_url: str, *, keys: list[str] | None = N
                    "admin_keys": [ADMIN_KEY], "max_body_bytes": 2_000_000, "ping_interval_s": 0.2},
         "storage": {"database": f"sqlite:///{tmp_path}/gateway.db", "videos_dir": f"{tmp_path}/videos"},
         "cache": {"enabled": True, "ttl_s": 3600, "scope": "team"},
-        "upstreams": [{"name": "sim", "kind": kind, "base_url": upstream_url, "keys": keys or ["sk-good-1"],
-                       "max_concurrent_per_key": 50, "poll_interval_s": 0.05, "timeout_s": 5,
-                       "job_timeout_s": 60, "max_retry_s": 10}],
+        "upstreams": [upstream_table(upstream_url, kind=kind, keys=keys or ["sk-good-1"])],
         "models": {"sora-2": {"upstreams": ["sim"], "upstream_model": "sora-2", "sizes": ["720x1280", "1280x720"],
                               "seconds_allowed": [4, 8, 12], "price_per_second": 0.10},
                    "org/sora-2-pro": {"upstreams": ["sim"], "upstream_model": "sora-2-pro",
@@ -91,6 +89,13 @@ def base_config(tmp_path: Path, upstream_url: str, *, keys: list[str] | None = N
         else:
             raw[table] = values
     return raw
+
+
+def upstream_table(upstream_url: str, **settings: Any) -> dict[str, Any]:
+    """The `[[upstreams]]` entry of `base_config`, with `settings` changed."""
+    return {"name": "sim", "kind": "videos", "base_url": upstream_url, "keys": ["sk-good-1"],
+            "max_concurrent_per_key": 50, "poll_interval_s": 0.05, "timeout_s": 5, "job_timeout_s": 60,
+            "max_retry_s": 10, **settings}
 
 
 def build_config(raw: dict[str, Any]) -> Config:

@@ -1,6 +1,7 @@
 """The response cache and single-flight: the same video is never paid for twice."""
 from __future__ import annotations
 
+import re
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -131,7 +132,8 @@ def test_content_responses_carry_etag_length_and_ranges(gateway):
     response = httpx.get(completion.model_extra["video"]["url"])
     assert response.headers["etag"] and response.headers["accept-ranges"] == "bytes"
     assert int(response.headers["content-length"]) == len(response.content) > 0
-    thumb = httpx.get(completion.model_extra["video"]["url"].replace("/content?", "/content?variant=thumbnail&"))
+    base, exp, sig = re.fullmatch(r"(.*)/(\d+)\.([\w-]+)\.mp4", completion.model_extra["video"]["url"]).groups()
+    thumb = httpx.get(f"{base}?variant=thumbnail&exp={exp}&sig={sig}")
     assert thumb.status_code == 403  # a link is signed for one variant only
     with_key = httpx.get(f"{gateway.url}/v1/videos/{completion.model_extra['video']['id']}/content",
                          params={"variant": "thumbnail"}, headers={"authorization": f"Bearer {ALPHA_KEY}"})

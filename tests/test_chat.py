@@ -33,9 +33,11 @@ def test_non_streaming_returns_a_link_that_plays_in_a_browser(gateway):
     assert video["status"] == "completed" and video["progress"] == 100
     assert video["id"].startswith("video_")
     content = completion.choices[0].message.content
-    assert content == f"✅ Video ready: [▶ Watch]({video['url']})"
+    url = video["url"]
+    # a link first (markdown and text clients), then the block Open WebUI plays inline
+    assert content == f'✅ Video ready: [▶ Watch]({url})\n\n<video src="{url}" controls>\n{url}\n</video>'
     assert completion.choices[0].finish_reason == "stop"
-    assert video["url"].startswith(gateway.url + f"/v1/videos/{video['id']}/content?exp=")
+    assert re.fullmatch(re.escape(gateway.url + f"/v1/videos/{video['id']}/content/") + r"\d+\.[\w-]+\.mp4", url)
     response = httpx.get(video["url"])  # no headers, as a browser would
     assert response.status_code == 200
     assert response.headers["content-type"] == "video/mp4"
@@ -57,7 +59,8 @@ def test_streaming_sends_role_once_progress_then_the_link(gateway):
     assert videos[-1]["status"] == "completed" and videos[-1]["url"]
     assert content_chunks[-1].choices[0].finish_reason == "stop"
     assert [c.choices[0].finish_reason for c in content_chunks[:-1]] == [None] * (len(content_chunks) - 1)
-    assert text.endswith(f"✅ Video ready: [▶ Watch]({videos[-1]['url']})")
+    url = videos[-1]["url"]
+    assert text.endswith(f'✅ Video ready: [▶ Watch]({url})\n\n<video src="{url}" controls>\n{url}\n</video>')
     usage = chunks[-1].usage
     assert chunks[-1].choices == [] and usage is not None
     assert chunks[-1].model_extra["video"] == videos[-1]  # every chunk carries the video object
@@ -243,19 +246,41 @@ def test_video_links_refuse_tampering_expiry_and_other_teams(gateway):
     url = completion.model_extra["video"]["url"]
     video_id = completion.model_extra["video"]["id"]
     assert httpx.get(url).status_code == 200
-    tampered = re.sub(r"sig=([^&]+)", lambda m: "sig=" + ("A" if m.group(1)[0] != "A" else "B") + m.group(1)[1:], url)
+    base, exp, sig = re.fullmatch(r"(.*/content/)(\d+)\.([\w-]+)\.mp4", url).groups()
+    tampered = f"{base}{exp}.{'A' if sig[0] != 'A' else 'B'}{sig[1:]}.mp4"
     assert httpx.get(tampered).status_code == 403
-    stretched = re.sub(r"exp=(\d+)", lambda m: f"exp={int(m.group(1)) + 3600}", url)
-    assert httpx.get(stretched).status_code == 403
-    expired = re.sub(r"exp=(\d+)", "exp=1000", url)
-    response = httpx.get(expired)
+    assert httpx.get(f"{base}{int(exp) + 3600}.{sig}.mp4").status_code == 403
+    response = httpx.get(f"{base}1000.{sig}.mp4")
     assert response.status_code == 403 and "expired" in response.json()["error"]["message"]
+    assert httpx.get(f"{base}{exp}.{sig}.webm").status_code == 404
     plain = f"{gateway.url}/v1/videos/{video_id}/content"
     assert httpx.get(plain).status_code == 401
     assert httpx.get(plain, headers={"authorization": f"Bearer {ALPHA_KEY}"}).status_code == 200
     assert httpx.get(plain, headers={"authorization": f"Bearer {BETA_KEY}"}).status_code == 404
     with pytest.raises(openai.NotFoundError):
         client(gateway, key=BETA_KEY).videos.retrieve(video_id)
+
+
+def test_links_handed_out_before_the_path_form_still_play(gateway):
+    completion = client(gateway).chat.completions.create(model="sora-2", messages=PROMPT)
+    base, exp, sig = re.fullmatch(r"(.*/content/)(\d+)\.([\w-]+)\.mp4", completion.model_extra["video"]["url"]).groups()
+    old_form = f"{base[:-1]}?exp={exp}&sig={sig}"
+    response = httpx.get(old_form)
+    assert response.status_code == 200 and response.headers["content-type"] == "video/mp4"
+    assert httpx.get(f"{base[:-1]}?exp={exp}&sig=x{sig[1:]}").status_code == 403
+
+
+def test_an_expired_link_still_serves_the_owning_team(gateway):
+    """A saved chat's link outlives its signature for a program holding the team key, never for others."""
+    completion = client(gateway).chat.completions.create(model="sora-2", messages=PROMPT)
+    base, _, sig = re.fullmatch(r"(.*/content/)(\d+)\.([\w-]+)\.mp4", completion.model_extra["video"]["url"]).groups()
+    expired = f"{base}1000.{sig}.mp4"
+    assert httpx.get(expired).status_code == 403
+    owner = httpx.get(expired, headers={"authorization": f"Bearer {ALPHA_KEY}"})
+    assert owner.status_code == 200
+    assert_playable_mp4(owner.content)
+    assert httpx.get(expired, headers={"authorization": f"Bearer {BETA_KEY}"}).status_code == 404
+    assert httpx.get(expired, headers={"authorization": "Bearer sk-wrong"}).status_code == 401
 
 
 def test_content_supports_range_requests(gateway):

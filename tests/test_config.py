@@ -25,6 +25,7 @@ def test_example_config_is_valid_and_reads_secrets_from_the_environment():
     assert config.server.signing_secret == "x" * 32
     assert config.models["sora-2"].upstreams == ("relay-a", "relay-b")
     assert config.team("marketing").quotas.videos_per_day == 200
+    assert (config.chat.ui_tasks, config.chat.progress_step) == ("answer", 10)
     result = check_config(ROOT / "config/example.toml", EXAMPLE_ENV)
     assert result.returncode == 0 and "ok" in result.stdout
 
@@ -60,6 +61,10 @@ keys = ["plain-text-key"]
 models = ["sora-3"]
 [teams.quotas]
 videos_per_dya = 3
+[chat]
+ui_tasks = "ignore"
+progress_step = 0
+progress_every = 5
 """)
     result = check_config(bad)
     assert result.returncode == 1
@@ -76,6 +81,9 @@ videos_per_dya = 3
         "teams[0].keys[0]: must be 'sha256:'",
         "teams[0].models[0]: no model named 'sora-3'",
         "teams[0].quotas.videos_per_dya: unknown key",
+        "chat.ui_tasks: must be one of 'answer', 'generate', got 'ignore'",
+        "chat.progress_step: must be a whole number of percent from 1 to 100, got 0",
+        "chat.progress_every: unknown key (known keys: ui_tasks, progress_step)",
     ]:
         assert any(expected in line for line in lines), (expected, lines)
     assert "plain-text-key" not in result.stdout

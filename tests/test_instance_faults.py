@@ -9,7 +9,7 @@ import redis
 
 from gateway.core.cache import cache_key
 from gateway.core.request import VideoRequest
-from tests.support import ADMIN_KEY, build_config, finished_video, running_video_id, wait_until
+from tests.support import ADMIN_KEY, build_config, finished_video, running_video_id, upstream_table, wait_until
 from tests.test_chat import assert_playable_mp4
 from tests.test_instances import REDIS, cluster, sdk, services_up, shared_storage  # noqa: F401 - fixtures
 
@@ -17,9 +17,7 @@ ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
 
 
 def upstream(simulator, **settings) -> dict:
-    return {"name": "sim", "kind": "videos", "base_url": simulator.url + "/v1", "keys": ["sk-good-1"],
-            "max_concurrent_per_key": 50, "poll_interval_s": 0.05, "timeout_s": 5, "job_timeout_s": 60,
-            "max_retry_s": 10, **settings}
+    return upstream_table(simulator.url + "/v1", **settings)
 
 
 def usage_total(url: str) -> dict:

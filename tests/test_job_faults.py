@@ -30,6 +30,7 @@ from tests.support import (
     finished_video,
     running_video_id,
     to_toml,
+    upstream_table,
     wait_until,
 )
 from tests.test_chat import PROMPT, assert_playable_mp4
@@ -191,7 +192,7 @@ def test_a_reload_that_moves_an_upstream_leaves_running_jobs_where_they_were(sta
 
 def test_a_video_ready_just_in_time_is_delivered_however_long_its_download_takes(start_simulator, start_gateway):
     simulator = start_simulator(duration_s=0.2)
-    upstream = {**_upstream(simulator), "job_timeout_s": 2}
+    upstream = upstream_table(simulator.url + "/v1", job_timeout_s=2)
     gateway = start_gateway(simulator, upstreams=[upstream])
     simulator.app.state.sim.content_gate = gate = threading.Event()
     try:
@@ -202,12 +203,6 @@ def test_a_video_ready_just_in_time_is_delivered_however_long_its_download_takes
         gate.set()
     done = finished_video(sdk(gateway), video.id)
     assert done.status == "completed", done.error
-
-
-def _upstream(simulator) -> dict:
-    return {"name": "sim", "kind": "videos", "base_url": simulator.url + "/v1", "keys": ["sk-good-1"],
-            "max_concurrent_per_key": 50, "poll_interval_s": 0.05, "timeout_s": 5, "job_timeout_s": 60,
-            "max_retry_s": 10}
 
 
 # 12. Smaller faults ----------------------------------------------------------------------------------------------

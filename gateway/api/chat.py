@@ -10,6 +10,8 @@ from starlette.responses import Response, StreamingResponse
 from gateway.api.common import JSONResponse, authenticate, read_json, request_id, services
 from gateway.api.errors import error_event
 from gateway.api.shapes import DONE, PING, ChunkWriter, completion, usage, video_status
+from gateway.api.ui_answers import answer_ui_task
+from gateway.core import ui_tasks
 from gateway.core.cache import CacheControl
 from gateway.core.errors import (
     ContentRefused,
@@ -22,6 +24,7 @@ from gateway.core.errors import (
 )
 from gateway.core.feed import JobHandle
 from gateway.core.formats import FORMATS, StreamFormat
+from gateway.core.progress import ProgressLines
 from gateway.core.records import JobRecord, is_terminal
 from gateway.core.request import ChatOptions, build_video_request, parse_chat_body, resolve_model
 from gateway.core.service import Generation
@@ -42,6 +45,8 @@ async def chat_completions(request: Request) -> Response:
     alias, body = parse_chat_body(await read_json(request, gw.config.server.max_body_bytes))
     request.state.model = alias
     model = resolve_model(gw.config.models, principal.team, alias)
+    if gw.config.chat.ui_tasks == "answer" and (task := ui_tasks.match(body)) is not None:
+        return await answer_ui_task(gw, principal, model, alias, body, task, request_id(request))
     video_request, options = build_video_request(body, model)
     control = CacheControl.parse(request.headers.get("cache-control"))
     generation = await gw.videos.generate(principal, video_request, request_id(request), control)
@@ -89,8 +94,9 @@ async def _stream(gw, generation: Generation, fmt: StreamFormat, options: ChatOp
                   writer: ChunkWriter) -> AsyncIterator[bytes]:
     record = generation.record
     expires = gw.signer.expiry()
-    yield writer.chunk({"role": "assistant", "content": ""}, video_status(record, gw.signer, expires))
-    shown: str | None = None
+    sent = video_status(record, gw.signer, expires)
+    yield writer.chunk({"role": "assistant", "content": ""}, sent)
+    lines = ProgressLines(fmt, gw.config.chat.progress_step)
     changes = generation.handle.changes() if generation.handle else _already_final()
     async for changed in changes:
         if gw.draining.is_set() and not is_terminal(record.status):
@@ -118,10 +124,10 @@ async def _stream(gw, generation: Generation, fmt: StreamFormat, options: ChatOp
                 yield error_event(_failure(record))
             yield DONE
             return
-        text = fmt.queued if record.status in ("queued", "submitting") else fmt.progress(record.progress)
-        if text != shown:
-            shown = text
-            yield writer.chunk({fmt.status_field: text}, video)
+        text = lines.line(record.status, record.progress)
+        if text is not None or video != sent:
+            sent = video
+            yield writer.chunk({fmt.status_field: text} if text is not None else {}, video)
 
 
 def restarting_message(video_id: str) -> str:

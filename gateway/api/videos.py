@@ -5,6 +5,7 @@
     GET    /v1/videos/{id}                  retrieve, with `openai-poll-after-ms` while the job runs
     DELETE /v1/videos/{id}                  delete the stored files and hide the video
     GET    /v1/videos/{id}/content          the stored file (?variant=video|thumbnail|spritesheet)
+    GET    /v1/videos/{id}/content/{exp}.{sig}.mp4   the video through a signed link
     POST   /v1/videos/{id}/remix            a new video from a completed one and a new prompt
 
 Every generation goes through `VideoService.generate`, exactly as chat completions do: the same keys, quotas,
@@ -28,6 +29,7 @@ from gateway.core.images import ImageError, load_image, sniff_mime
 from gateway.core.records import JobRecord
 from gateway.core.request import VideoRequest, check_seconds, check_size, resolve_model
 from gateway.core.service import Generation
+from gateway.core.signing import parse_link_token
 from gateway.core.store import MEDIA_TYPES
 from gateway.core.upstream import ImageInput
 from gateway.errors import APIError, bad_request
@@ -276,23 +278,28 @@ async def delete_video(request: Request) -> Response:
 
 
 async def video_content(request: Request) -> Response:
-    gw = services(request)
-    video_id = request.path_params["video_id"]
     variant = request.query_params.get("variant", "video")
     if variant not in MEDIA_TYPES:
         raise bad_request(f"Invalid value for 'variant': {variant!r}. Supported values are: 'video', 'thumbnail'"
                           f" and 'spritesheet'.", param="variant")
     sig, exp = request.query_params.get("sig"), request.query_params.get("exp")
-    if sig is not None or exp is not None:
-        problem = gw.signer.verify(video_id, variant, exp or "", sig or "")
-        if problem is not None:
-            raise APIError(403, f"This video link is not valid: {problem}.", code="invalid_signature")
-        record = await gw.live.find(video_id)
-        if record is None or record.deleted:
-            raise _not_found(video_id)
-    else:
-        principal = await authenticate(request)
-        record = await own_job(request, video_id, principal.team.name)
+    signed = (exp or "", sig or "") if sig is not None or exp is not None else None
+    return await _content(request, variant, signed)
+
+
+async def signed_video_content(request: Request) -> Response:
+    """GET /v1/videos/{id}/content/{exp}.{sig}.mp4: the same file, with the signature in the path."""
+    signed = parse_link_token(request.path_params["token"])
+    if signed is None:
+        raise APIError(404, "This is not a video link: the last part of the path must be {exp}.{sig}.mp4 as the"
+                            " gateway hands it out.", code="not_found")
+    return await _content(request, "video", signed)
+
+
+async def _content(request: Request, variant: str, signed: tuple[str, str] | None) -> Response:
+    gw = services(request)
+    video_id = request.path_params["video_id"]
+    record = await _content_record(request, video_id, variant, signed)
     if record.status != "completed":
         raise APIError(409, f"Video '{video_id}' is not ready: its status is {record.status}. Retrieve it until"
                             " the status is 'completed'.", code="video_not_ready")
@@ -304,6 +311,27 @@ async def video_content(request: Request) -> Response:
                             f" provide one.", code="not_found", param="variant")
     return FileResponse(path, media_type=MEDIA_TYPES[variant], content_disposition_type="inline",
                         headers={"cache-control": "private, max-age=3600"})
+
+
+async def _content_record(request: Request, video_id: str, variant: str,
+                          signed: tuple[str, str] | None) -> JobRecord:
+    """The job behind a content request: a valid signed link, or the owning team's key.
+
+    A link whose signature has expired still works for a request that carries the owning team's key, so a
+    program holding an old chat history can fetch its videos again without asking for new links.
+    """
+    gw = services(request)
+    if signed is not None:
+        problem = gw.signer.verify(video_id, variant, *signed)
+        if problem is None:
+            record = await gw.live.find(video_id)
+            if record is None or record.deleted:
+                raise _not_found(video_id)
+            return record
+        if "authorization" not in request.headers:
+            raise APIError(403, f"This video link is not valid: {problem}.", code="invalid_signature")
+    principal = await authenticate(request)
+    return await own_job(request, video_id, principal.team.name)
 
 
 # -- remix ------------------------------------------------------------------------------------------------

@@ -15,12 +15,23 @@ class StreamFormat:
     refused: Callable[[str], str]
 
 
+def watchable(url: str) -> str:
+    """A link line, then the one block Open WebUI plays inline.
+
+    Open WebUI keeps an HTML tag and its text together only when the tag starts its own line after a blank
+    line, and its player takes the element's text as the source, so the URL is also the element's text. A
+    markdown-only client shows the link (and the tag as text); a plain-text client shows the link line and
+    the bare URL; a markdown renderer that allows HTML shows a player from `src`.
+    """
+    return f'✅ Video ready: [▶ Watch]({url})\n\n<video src="{url}" controls>\n{url}\n</video>'
+
+
 MARKDOWN = StreamFormat(
     name="markdown",
     status_field="content",
     queued="> ⏳ Queued\n\n",
     progress=lambda p: f"> 🎬 Generating: {int(p)}%\n\n",
-    ready=lambda url: f"✅ Video ready: [▶ Watch]({url})",
+    ready=watchable,
     refused=lambda reason: f"❌ Video refused: {reason}",
 )
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from gateway.config import STREAM_FORMATS, ModelConfig, TeamConfig
 from gateway.core.errors import NotFound, PermissionDenied, bad_request
+from gateway.core.person_prompt import person_prompt
 
 VIDEO_ID_PATTERN = re.compile(r"\bvideo_[0-9a-f]{32}\b")
 
@@ -117,10 +118,10 @@ def _read_messages(messages: list[Any]) -> tuple[str, str | None, str | None]:
             if text:
                 guidance.append(text)
     text, image_url = _read_content(messages[user_index].get("content"), f"messages[{user_index}].content")
-    if not text.strip():
+    prompt = person_prompt(guidance, text)
+    if not person_prompt([], text):
         raise bad_request("The last user message must contain a text prompt describing the video.",
                           param=f"messages[{user_index}].content")
-    prompt = "\n\n".join([*guidance, text.strip()])
     return prompt, image_url, _remixed_video(messages[:user_index])
 
 

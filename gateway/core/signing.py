@@ -1,4 +1,10 @@
-"""HMAC-signed, expiring video links that work in a browser without headers."""
+"""HMAC-signed, expiring video links that work in a browser without headers.
+
+A video link carries its expiry and signature in the path and ends in `.mp4`
+(`/v1/videos/{id}/content/{exp}.{sig}.mp4`), because players and chat UIs decide what a link is from its
+extension. The older query form (`/content?exp=…&sig=…`) is still accepted for links already handed out,
+and is still used for the thumbnail and spritesheet variants.
+"""
 from __future__ import annotations
 
 import base64
@@ -23,10 +29,10 @@ class LinkSigner:
 
     def url(self, video_id: str, variant: str = "video", expires: int | None = None) -> str:
         exp = expires or self.expiry()
-        query = f"exp={exp}&sig={self.signature(video_id, variant, exp)}"
-        if variant != "video":
-            query = f"variant={variant}&{query}"
-        return f"{self.public_url}/v1/videos/{video_id}/content?{query}"
+        sig = self.signature(video_id, variant, exp)
+        if variant == "video":
+            return f"{self.public_url}/v1/videos/{video_id}/content/{exp}.{sig}.mp4"
+        return f"{self.public_url}/v1/videos/{video_id}/content?variant={variant}&exp={exp}&sig={sig}"
 
     def verify(self, video_id: str, variant: str, exp: str, sig: str, now: float | None = None) -> str | None:
         """Return None when the link is valid, else the reason it is refused."""
@@ -37,3 +43,12 @@ class LinkSigner:
         if not hmac.compare_digest(sig, self.signature(video_id, variant, int(exp))):
             return "the link's signature does not match"
         return None
+
+
+def parse_link_token(token: str) -> tuple[str, str] | None:
+    """(exp, sig) from the last path segment of a video link, `{exp}.{sig}.mp4`; None when it is not one."""
+    exp, _, rest = token.partition(".")
+    sig, dot, ext = rest.rpartition(".")
+    if not dot or ext != "mp4" or not sig:
+        return None
+    return exp, sig

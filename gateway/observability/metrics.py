@@ -117,6 +117,8 @@ class MetricsSink:
 
     def ledger_write(self, operation: str, seconds: float) -> None: ...
 
+    def ui_task(self, ui: str, task: str) -> None: ...
+
 
 NULL_METRICS = MetricsSink()
 
@@ -153,6 +155,8 @@ class Metrics(MetricsSink):
         self.ledger_writes = Histogram("sora_gateway_ledger_write_seconds", "Duration of ledger writes (a request's"
                                        " row, or a job's row closed with the job).", ["operation"],
                                        buckets=_LEDGER_BUCKETS, registry=r)
+        self.ui_tasks = Counter("sora_gateway_ui_tasks", "Chat UI housekeeping requests (titles, tags, follow-ups,"
+                                " …) answered without a video, by UI and task.", ["ui", "task"], registry=r)
         for result in CACHE_RESULTS:
             self.cache.labels(result)
         for limit in LIMITS:
@@ -197,6 +201,9 @@ class Metrics(MetricsSink):
 
     def cache_result(self, result: str) -> None:
         self.cache.labels(result).inc()
+
+    def ui_task(self, ui: str, task: str) -> None:
+        self.ui_tasks.labels(ui, task).inc()
 
     def quota_rejected(self, limit: str) -> None:
         self.quota_rejections.labels(limit).inc()
