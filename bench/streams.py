@@ -48,6 +48,7 @@ from gateway.core.auth import hash_key
 
 TEAM_KEY = "sk-bench-team-" + "0" * 24
 UPSTREAM_KEY = "sk-bench-upstream-1"  # no fault prefix: the simulator treats it as healthy
+SLOW_CREATE_KEY = "sk-slowcreate-bench-1"  # with --create-delay: every create takes that long
 DIRECT_KEY = "sk-bench-direct-1"
 POLL_PATH = re.compile(r"^/v1/videos/[^/]+$")
 CONTENT_PATH = re.compile(r"^/v1/videos/[^/]+/content$")
@@ -73,7 +74,7 @@ videos_dir = "{data}/videos"
 name = "sim"
 kind = "videos"
 base_url = "http://{LOOPBACK}:{upstream_port}/v1"
-keys = ["{UPSTREAM_KEY}"]
+keys = ["{SLOW_CREATE_KEY if args.create_delay else UPSTREAM_KEY}"]
 max_concurrent_per_key = 100000
 poll_interval_s = {args.poll_interval}
 timeout_s = 30
@@ -315,7 +316,8 @@ async def run(args: argparse.Namespace, data: Path, children: list[Child], repor
     sim_port, gw_port = free_port(), free_port()
 
     sim = Child("simulator", [*cli_command(), "simulator", "--host", LOOPBACK, "--port", str(sim_port),
-                              "--kind", "videos", "--duration", str(args.duration)], data / "simulator.log")
+                              "--kind", "videos", "--duration", str(args.duration),
+                              "--slow", str(args.create_delay)], data / "simulator.log")
     children.append(sim)
     config_path = data / "gateway.toml"
     config_path.write_text(gateway_config(data, gw_port, sim_port, args))
@@ -436,6 +438,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="upstream poll_interval_s (default 1)")
     parser.add_argument("--ping-interval", type=float, default=5.0, help="server.ping_interval_s (default 5)")
     parser.add_argument("--ramp", type=float, default=0.0, help="spread the starts over this many seconds")
+    parser.add_argument("--create-delay", type=float, default=0.0,
+                        help="seconds each upstream create takes (a slow provider; default 0)")
     parser.add_argument("--warmup", type=int, default=10, help="streams and direct calls before measuring")
     parser.add_argument("--client", choices=["raw", "httpx"], default="raw",
                         help="raw: lean asyncio HTTP/1.1 client (default); httpx: one httpx.AsyncClient")

@@ -55,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--family", choices=["a", "b", "c"], default="a")
     p.add_argument("--language", choices=["zh", "en"], default="zh")
     p.add_argument("--duration", type=float, default=8.0, help="seconds a job takes")
+    p.add_argument("--slow", type=float, default=2.0,
+                   help="seconds the sk-slow-… (every call) and sk-slowcreate-… (creates) keys wait")
     p.set_defaults(func=cmd_simulator)
 
     p = sub.add_parser("check-config", help="validate a config and list every problem")
@@ -250,7 +252,8 @@ def cmd_simulator(args: argparse.Namespace) -> int:
     from gateway.simulator.app import SimulatorSettings, run_simulator
 
     settings = SimulatorSettings(kind=args.kind, family=args.family, language=args.language,
-                                 duration_s=args.duration, public_url=f"http://{args.host}:{args.port}")
+                                 duration_s=args.duration, slow_s=args.slow,
+                                 public_url=f"http://{args.host}:{args.port}")
     print(f"simulated {args.kind} upstream on http://{args.host}:{args.port}/v1", flush=True)
     run_simulator(args.host, args.port, settings)
     return 0
