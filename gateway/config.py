@@ -86,6 +86,7 @@ class UpstreamConfig:
     timeout_s: float = 30.0
     job_timeout_s: float = 900.0
     max_retry_s: float = 30.0
+    max_media_bytes: int = 1024 * 1024 * 1024  # chat relays: the largest video or thumbnail fetched from a link
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,6 +329,7 @@ class _Reader:
                 timeout_s=self.get(t, p, "timeout_s", float, d.timeout_s, _positive),
                 job_timeout_s=self.get(t, p, "job_timeout_s", float, d.job_timeout_s, _positive),
                 max_retry_s=self.get(t, p, "max_retry_s", float, d.max_retry_s, _positive),
+                max_media_bytes=self.get(t, p, "max_media_bytes", int, d.max_media_bytes, _positive),
             ))
         return tuple(out)
 

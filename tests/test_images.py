@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.core import images
+from gateway import net
 from gateway.core.images import ImageError, ImageLimits, load_image, sniff_mime
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 24
@@ -228,7 +228,7 @@ async def test_unresolvable_host_is_refused() -> None:
     ],
 )
 def test_is_public_address(address: str, public: bool) -> None:
-    assert images.is_public_address(ipaddress.ip_address(address)) is public
+    assert net.is_public_address(ipaddress.ip_address(address)) is public
 
 
 # -- fetching ------------------------------------------------------------------------------------------
@@ -461,7 +461,7 @@ class LocalServer:
 
 @pytest.fixture
 def loopback_allowed(monkeypatch: pytest.MonkeyPatch) -> FakeResolver:
-    monkeypatch.setattr(images, "is_public_address", lambda addr: True)
+    monkeypatch.setattr(net, "is_public_address", lambda addr: True)
     return FakeResolver({"images.example": ["127.0.0.1"]})
 
 
