@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import orjson
 
-from gateway.net import Fetched, FetchError, FetchPolicy, Resolver, open_url, origin_of, resolve_host
+from gateway.net import Fetched, FetchError, FetchPolicy, Resolver, open_url, origin_of
 from gateway.observability.metrics import NULL_METRICS, MetricsSink
 from gateway.redaction import NO_SECRETS, Redactor
 from gateway.upstreams.base import GenerationSpec, JobLost, UpstreamError, UpstreamKey, UpstreamStatus
@@ -46,7 +46,7 @@ class ChatRelayUpstream:
         idle_timeout_s: float = 300.0,
         client: httpx.AsyncClient | None = None,
         metrics: MetricsSink = NULL_METRICS,
-        resolver: Resolver = resolve_host,
+        resolver: Resolver | None = None,
         redact: Redactor = NO_SECRETS,
         max_media_bytes: int = MAX_MEDIA_BYTES,
         media_total_s: float = MEDIA_TOTAL_S,
