@@ -21,6 +21,7 @@ from gateway.api.errors import (
     backend_errors,
     http_exception_handler,
 )
+from gateway.api.inputs import InputGuardMiddleware
 from gateway.api.middleware import RequestIdMiddleware
 from gateway.backends.coordination import LocalCoordinator
 from gateway.backends.database import open_database
@@ -253,6 +254,8 @@ def create_app(config: Config) -> Starlette:
                             **{error: backend_error_handler for error in backend_errors()}},
     )
     app.state.gateway = gateway
+    app.router.redirect_slashes = False  # its redirect is not an API error and takes its Location from Host
+    app.add_middleware(InputGuardMiddleware)
     app.add_middleware(AccessMiddleware, metrics=gateway.metrics)
     app.add_middleware(RequestIdMiddleware)  # added last, so outermost: every other layer sees the request id
     return app

@@ -43,6 +43,7 @@ class ServerConfig:
     signing_secret: str = field(default="", repr=False)
     admin_keys: tuple[str, ...] = field(default=(), repr=False)
     max_body_bytes: int = 26_214_400
+    max_prompt_chars: int = 32_000
     link_ttl_s: int = 86_400
     ping_interval_s: float = 15.0
     image_max_bytes: int = 20 * 1024 * 1024
@@ -264,6 +265,7 @@ class _Reader:
             signing_secret=self.get(t, p, "signing_secret", str, d.signing_secret, _secret),
             admin_keys=admin,
             max_body_bytes=self.get(t, p, "max_body_bytes", int, d.max_body_bytes, _positive),
+            max_prompt_chars=self.get(t, p, "max_prompt_chars", int, d.max_prompt_chars, _positive),
             link_ttl_s=self.get(t, p, "link_ttl_s", int, d.link_ttl_s, _positive),
             ping_interval_s=self.get(t, p, "ping_interval_s", float, d.ping_interval_s, _positive),
             image_max_bytes=self.get(t, p, "image_max_bytes", int, d.image_max_bytes, _positive),

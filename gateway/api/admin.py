@@ -47,7 +47,7 @@ async def create_team_key(request: Request) -> Response:
     team = request.path_params["team"]
     if gw.config.team(team) is None:
         raise APIError(404, f"No team named '{team}' in the gateway config.", code="not_found")
-    body = await read_json(request, 65536) if await request.body() else {}
+    body = await read_json(request, 65536, empty={})
     if not isinstance(body, dict):
         raise bad_request("The request body must be a JSON object like {\"name\": \"ci\", \"expires\": \"30d\"}.")
     name = body.get("name") or "unnamed"

@@ -26,7 +26,8 @@ async def chat_completions(request: Request) -> Response:
     alias, body = parse_chat_body(await read_json(request, gw.config.server.max_body_bytes))
     request.state.model = alias
     model = resolve_model(gw.config.models, principal.team, alias)
-    video_request, options = build_video_request(body, model)
+    video_request, options = build_video_request(body, model, gw.config.server.max_prompt_chars)
+    del body  # a large body (an inline image) is not kept alive while the video is made
     control = CacheControl.parse(request.headers.get("cache-control"))
     generation = await gw.videos.generate(principal, video_request, request_id(request), control)
     request.state.cache, request.state.upstream_key = generation.cache, generation.record.upstream_key

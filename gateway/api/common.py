@@ -8,6 +8,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.api.inputs import check_json
 from gateway.core.auth import Principal
 from gateway.errors import APIError
 
@@ -57,14 +58,22 @@ async def bounded_stream(request: Request, limit: int) -> AsyncIterator[bytes]:
         yield chunk
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    return b"".join([chunk async for chunk in bounded_stream(request, limit)])
+async def read_body(request: Request, limit: int) -> bytearray:
+    body = bytearray()  # grows in place: no list of chunks next to a joined copy, and no copy on return
+    async for chunk in bounded_stream(request, limit):
+        body += chunk
+    return body
 
 
-async def read_json(request: Request, limit: int) -> Any:
+async def read_json(request: Request, limit: int, *, empty: Any = ...) -> Any:
+    """The JSON body; `empty` is what an empty body stands for (by default it is a parse error)."""
     body = await read_body(request, limit)
+    if not body and empty is not ...:
+        return empty
     try:
-        return orjson.loads(body)
+        document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise APIError(400, f"We could not parse the JSON body of your request ({exc}). Send valid JSON.",
                        code="invalid_json") from None
+    check_json(body, document)
+    return document

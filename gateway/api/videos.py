@@ -22,12 +22,13 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
 from gateway.api.common import JSONResponse, authenticate, bounded_stream, read_json, request_id, services
+from gateway.api.inputs import control_character
 from gateway.api.shapes import public_status, video_object
 from gateway.backends.records import JobRecord
 from gateway.backends.store import MEDIA_TYPES
 from gateway.core.cache import CacheControl
 from gateway.core.images import ImageError, load_image, sniff_mime
-from gateway.core.request import VideoRequest, check_seconds, check_size, resolve_model
+from gateway.core.request import VideoRequest, check_prompt, check_seconds, check_size, resolve_model
 from gateway.core.service import Generation
 from gateway.errors import APIError, bad_request
 from gateway.upstreams.base import ImageInput
@@ -62,7 +63,7 @@ async def create_video(request: Request) -> Response:
     gw = services(request)
     principal = await authenticate(request)
     params = await read_params(request, gw.config.server.max_body_bytes)
-    prompt = _prompt(params)
+    prompt = _prompt(params, gw.config.server.max_prompt_chars)
     model = resolve_model(gw.config.models, principal.team, params.get("model") or DEFAULT_MODEL)
     request.state.model = model.name
     video_request = VideoRequest(
@@ -84,11 +85,11 @@ def _generation_response(gw, generation: Generation) -> Response:
                         headers={"x-cache": generation.cache, **generation.headers})
 
 
-def _prompt(params: dict[str, Any]) -> str:
+def _prompt(params: dict[str, Any], limit: int) -> str:
     prompt = params.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         raise bad_request("'prompt' is required: a non-empty string describing the video.", param="prompt")
-    return prompt
+    return check_prompt(prompt, limit, "prompt")
 
 
 def _user(params: dict[str, Any]) -> str | None:
@@ -162,6 +163,8 @@ async def read_params(request: Request, limit: int) -> dict[str, Any]:
         for name, value in form.multi_items():
             if isinstance(value, UploadFile):
                 value = Upload(value.filename, value.content_type, await value.read())
+            elif (problem := control_character(name, name) or control_character(name, value)) is not None:
+                raise problem
             outer, bracket, inner = name.partition("[")
             if bracket and inner.endswith("]") and "[" not in inner:
                 nested = params.get(outer)
@@ -315,7 +318,7 @@ async def remix_video(request: Request) -> Response:
     principal = await authenticate(request)
     source = await own_job(request, request.path_params["video_id"], principal.team.name)
     params = await read_params(request, gw.config.server.max_body_bytes)
-    prompt = _prompt(params)
+    prompt = _prompt(params, gw.config.server.max_prompt_chars)
     _check_remixable(gw, source)
     model = gw.config.models.get(source.model)
     request.state.model = source.model

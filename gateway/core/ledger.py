@@ -5,38 +5,40 @@ import csv
 import io
 import re
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from gateway.backends.records import LedgerRow
-from gateway.errors import bad_request
+from gateway.errors import bad_request, shown
 
 GROUPS = ("day", "model", "key", "team")
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+_EPOCH = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,9})?")
+_LATEST = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()  # later bounds mean "no bound"
 
 
 def parse_time(value: str | None, param: str, *, end: bool = False) -> float | None:
     """Epoch seconds, `YYYY-MM-DD` (UTC; as an `until`, the end of that day) or an ISO 8601 time."""
     if value is None or value == "":
         return None
-    if re.fullmatch(r"\d+(\.\d+)?", value):
-        return float(value)
+    if _EPOCH.fullmatch(value):
+        return min(float(value), _LATEST)
     try:
         if _DATE.match(value):
             day = datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
-            return (day + timedelta(days=1) if end else day).timestamp()
+            return min(day.timestamp() + (86_400 if end else 0), _LATEST)
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise bad_request(f"Invalid value for '{param}': {value!r}. Use YYYY-MM-DD, an ISO 8601 time or epoch"
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return min(moment.timestamp(), _LATEST)
+    except (ValueError, OverflowError):
+        raise bad_request(f"Invalid value for '{param}': {shown(value)}. Use YYYY-MM-DD, an ISO 8601 time or epoch"
                           " seconds.", param=param) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
 
 
 def check_group(value: str | None, allowed: tuple[str, ...] = GROUPS) -> str:
     group = value or "day"
     if group not in allowed:
-        raise bad_request(f"Invalid value for 'group_by': {group!r}. Supported values are: "
+        raise bad_request(f"Invalid value for 'group_by': {shown(group)}. Supported values are: "
                           + ", ".join(f"'{g}'" for g in allowed) + ".", param="group_by")
     return group
 
