@@ -189,7 +189,7 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
 def cmd_usage(args: argparse.Namespace) -> int:
     import json
 
-    from gateway.core.ledger import parse_time, summarize, to_csv, to_table
+    from gateway.core.ledger import parse_time, to_csv, to_table, usage_report
     from gateway.errors import APIError
 
     async def action(config, db):
@@ -198,7 +198,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
             until = parse_time(args.until, "--until", end=True)
         except APIError as exc:
             return _fail(exc.message)
-        data, total = summarize(await db.ledger_rows(args.team, since, until), args.group_by)
+        data, total = await usage_report(db, args.team, since, until, args.group_by)
         if args.format == "json":
             print(json.dumps({"object": "usage", "team": args.team, "group_by": args.group_by, "data": data,
                               "total": total}, indent=2))

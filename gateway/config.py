@@ -48,7 +48,7 @@ class ServerConfig:
     ping_interval_s: float = 15.0
     image_max_bytes: int = 20 * 1024 * 1024
     image_timeout_s: float = 10.0
-    metrics_public: bool = True
+    metrics_public: bool = False  # metrics name teams and key fingerprints: admin key unless opened up
     log_level: str = "info"
     log_format: str = "auto"
 
@@ -258,8 +258,11 @@ class _Reader:
             self.fail(f"{p}.signing_secret", "is required: it signs video links (use ${GATEWAY_SIGNING_SECRET})")
         admin = tuple(k for k in self.string_list(t, p, "admin_keys") if k)
         for i, k in enumerate(admin):
-            if k.startswith("sha256:") and not _HASH_PATTERN.match(k):
-                self.fail(f"{p}.admin_keys[{i}]", "a sha256: entry must be 64 lowercase hex digits")
+            if k.startswith("sha256:"):
+                if not _HASH_PATTERN.match(k):
+                    self.fail(f"{p}.admin_keys[{i}]", "a sha256: entry must be 64 lowercase hex digits")
+            elif (problem := _guessable(k, "it opens every /admin endpoint")) is not None:
+                self.fail(f"{p}.admin_keys[{i}]", problem)
         return ServerConfig(
             public_url=self.get(t, p, "public_url", str, d.public_url, _http_url).rstrip("/"),
             signing_secret=self.get(t, p, "signing_secret", str, d.signing_secret, _secret),
@@ -453,7 +456,21 @@ def _not_negative(v: float) -> str | None:
 
 
 def _secret(v: str) -> str | None:
-    return None if len(v) >= 16 else "must be at least 16 characters (it signs video links)"
+    if len(v) < 16:
+        return "must be at least 16 characters (it signs video links)"
+    return _guessable(v, "it signs video links")
+
+
+_PLACEHOLDERS = re.compile(r"(?i)^(?:change-?me|secret|password|admin|test|example|default|0123456789)+[-_]*$")
+
+
+def _guessable(v: str, why: str) -> str | None:
+    """Too short or too regular to be a secret: use `openssl rand -hex 32` or similar."""
+    if len(v) < 16:
+        return f"is too short: use at least 16 random characters ({why})"
+    if len(set(v)) < 8 or _PLACEHOLDERS.match(v.replace("-", "").replace("_", "")):
+        return f"is too easy to guess: use random characters, e.g. from `openssl rand -hex 32` ({why})"
+    return None
 
 
 def _non_empty(v: str) -> str | None:

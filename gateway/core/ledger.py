@@ -4,7 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 
 from gateway.backends.records import LedgerRow
@@ -76,13 +76,38 @@ def summarize(rows: Iterable[LedgerRow], group: str) -> tuple[list[dict], dict]:
     return data, total
 
 
+def summarize_groups(groups: Iterable[tuple], group: str) -> tuple[list[dict], dict]:
+    """The same from rows the database already grouped: (value, requests, videos, video seconds, USD)."""
+    data, total = [], _empty()
+    for name, requests, videos, seconds, usd in groups:
+        values = {"requests": int(requests or 0), "videos": int(videos or 0), "video_seconds": int(seconds or 0),
+                  "cost_usd": round(float(usd or 0.0), 6)}
+        data.append({group: name, **values})
+        for field, value in values.items():
+            total[field] += value
+    total["cost_usd"] = round(total["cost_usd"], 6)
+    return data, total
+
+
+async def usage_report(db, team: str | None, since: float | None, until: float | None,
+                       group: str) -> tuple[list[dict], dict]:
+    return summarize_groups(await db.usage_groups(team, since, until, group), group)
+
+
 def to_csv(data: list[dict], group: str) -> str:
+    return "".join(csv_lines(data, group))
+
+
+def csv_lines(data: list[dict], group: str) -> Iterator[str]:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow([group, "requests", "videos", "video_seconds", "cost_usd"])
     for row in data:
         writer.writerow([row[group], row["requests"], row["videos"], row["video_seconds"], f"{row['cost_usd']:.6f}"])
-    return out.getvalue()
+        yield out.getvalue()
+        out.seek(0)
+        out.truncate()
+    yield out.getvalue()
 
 
 def to_table(data: list[dict], total: dict, group: str) -> str:
