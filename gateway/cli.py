@@ -227,8 +227,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     path = Path(args.config).resolve()
     config = load_config(path)  # fail fast, with every problem listed, before starting workers
     configure_logging(config)  # worker processes configure their own, in gateway.asgi
+    # An idle keep-alive connection is closed after 5 s; a request body that stalls is cut off by the app
+    # (gateway.api.common.BODY_IDLE_TIMEOUT_S). Slow request headers are the reverse proxy's to bound.
     options = dict(host=args.host, port=args.port, log_config=None, log_level=logging.getLogger().level,
-                   access_log=False, proxy_headers=True, timeout_graceful_shutdown=5)
+                   access_log=False, proxy_headers=True, timeout_graceful_shutdown=5, timeout_keep_alive=5)
     if args.workers > 1:
         if not config.storage.redis:
             print("error: --workers above 1 needs storage.redis: quotas, single-flight and job leases must be"

@@ -195,10 +195,11 @@ async def test_non_public_hosts_are_refused_with_the_system_resolver(url: str) -
 async def test_host_resolving_to_any_non_public_address_is_refused(addresses: list[str]) -> None:
     resolver = FakeResolver({"intranet.example": addresses})
     recorder = Recorder()
-    with pytest.raises(ImageError, match="'intranet.example' resolves to a non-public address"):
+    with pytest.raises(ImageError, match="'intranet.example' resolves to a non-public address") as excinfo:
         await load_image(
             "https://intranet.example/a.png?token=s3cret", LIMITS, resolver=resolver, transport=recorder.transport
         )
+    assert not [a for a in addresses if a in str(excinfo.value)]  # the internal network is not mapped for the caller
     assert resolver.calls == ["intranet.example"]
     assert recorder.requests == []
 

@@ -1,6 +1,7 @@
 """Small helpers every endpoint shares: reading bodies, authenticating, JSON responses."""
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,6 +12,8 @@ from starlette.responses import Response
 from gateway.api.inputs import check_json
 from gateway.core.auth import Principal
 from gateway.errors import APIError
+
+BODY_IDLE_TIMEOUT_S = 15.0
 
 
 class JSONResponse(Response):
@@ -46,12 +49,22 @@ def too_large(limit: int) -> APIError:
 
 
 async def bounded_stream(request: Request, limit: int) -> AsyncIterator[bytes]:
-    """The request body, chunk by chunk; 413 as soon as it (or its declared length) passes `limit` bytes."""
+    """The request body, chunk by chunk; 413 as soon as it (or its declared length) passes `limit` bytes, 408
+    when the client stops sending for BODY_IDLE_TIMEOUT_S (a slow client must not hold a connection open)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise too_large(limit)
     size = 0
-    async for chunk in request.stream():
+    chunks = request.stream().__aiter__()
+    while True:
+        try:
+            async with asyncio.timeout(BODY_IDLE_TIMEOUT_S):
+                chunk = await chunks.__anext__()
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise APIError(408, f"The request body stopped arriving for {BODY_IDLE_TIMEOUT_S:g} s; send it"
+                                " without pauses.", code="request_timeout") from None
         size += len(chunk)
         if size > limit:
             raise too_large(limit)

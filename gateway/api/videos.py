@@ -19,7 +19,7 @@ from typing import Any
 from starlette.datastructures import UploadFile
 from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import FileResponse, MalformedRangeHeader, RangeNotSatisfiable, Response
 
 from gateway.api.common import JSONResponse, authenticate, bounded_stream, read_json, request_id, services
 from gateway.api.inputs import control_character
@@ -300,8 +300,22 @@ async def video_content(request: Request) -> Response:
     if not path.is_file():
         raise APIError(404, f"Video '{video_id}' has no {variant} content: the upstream that made it did not"
                             f" provide one.", code="not_found", param="variant")
+    _check_range(request.headers.get("range"), path.stat().st_size)
     return FileResponse(path, media_type=MEDIA_TYPES[variant], content_disposition_type="inline",
                         headers={"cache-control": "private, max-age=3600"})
+
+
+def _check_range(header: str | None, size: int) -> None:
+    """A Range header FileResponse would refuse, refused here in the API's error shape instead of plain text."""
+    if header is None:
+        return
+    try:
+        FileResponse._parse_range_header(header, size)
+    except RangeNotSatisfiable:
+        raise APIError(416, f"The requested range is outside the file ({size} bytes).", param="range",
+                       code="range_not_satisfiable", headers={"content-range": f"bytes */{size}"}) from None
+    except (MalformedRangeHeader, ValueError):
+        raise bad_request("The Range header is malformed; send e.g. 'bytes=0-1023'.", param="range") from None
 
 
 # -- remix ------------------------------------------------------------------------------------------------
