@@ -73,6 +73,7 @@ class Gateway:
                              image_max_bytes=20 * MIB)
         raw["server"].pop("metrics_public", None)
         raw["cache"]["enabled"] = False
+        tmp.mkdir(parents=True, exist_ok=True)
         self.path = tmp / f"gateway-{self.port}.toml"
         self.path.write_text(to_toml(raw))
         self.db = raw["storage"]["database"].removeprefix("sqlite:///")
@@ -181,7 +182,9 @@ async def report_case(gateway: Gateway) -> dict:
     during = await probes
     return {"status": response.status_code, "report_s": round(elapsed, 3),
             "groups": len(response.json().get("data", [])) if response.status_code == 200 else None,
-            "healthz_max_ms_idle": round(max(quiet) * 1000, 1), "healthz_max_ms_during": round(max(during) * 1000, 1),
+            # the first probe of each series opens its connection
+            "healthz_max_ms_idle": round(max(quiet[1:]) * 1000, 1),
+            "healthz_max_ms_during": round(max(during[1:]) * 1000, 1),
             "healthz_probes_during": len(during)}
 
 

@@ -513,3 +513,14 @@ async def test_real_https_connection_verifies_the_name_not_the_address(
     assert image.data == PNG
     assert local.sni == ["images.example"]
     assert local.hosts == [f"images.example:{port}"]
+
+
+@pytest.mark.parametrize("spacing", [1, 76, 4093])
+async def test_large_whitespace_padded_data_uri_decodes_exactly(spacing: int) -> None:
+    data = PNG + bytes(range(256)) * 12_000  # ~3 MB: several decoding slices, padding at every offset
+    encoded = base64.b64encode(data).decode()
+    padded = " \n".join(encoded[i:i + spacing] for i in range(0, len(encoded), spacing))
+    image = await load_image("data:image/png;base64," + padded, LIMITS)
+    assert image.data == data
+    urlsafe = base64.urlsafe_b64encode(data).decode().rstrip("=")
+    assert (await load_image("data:image/png;base64," + urlsafe, LIMITS)).data == data

@@ -30,6 +30,7 @@ async def chat_completions(request: Request) -> Response:
     del body  # a large body (an inline image) is not kept alive while the video is made
     control = CacheControl.parse(request.headers.get("cache-control"))
     generation = await gw.videos.generate(principal, video_request, request_id(request), control)
+    del video_request  # its image_url may be a large data: URI
     request.state.cache, request.state.upstream_key = generation.cache, generation.record.upstream_key
     headers = {"x-cache": generation.cache, **generation.headers}
     fmt = FORMATS[options.stream_format]

@@ -17,7 +17,10 @@ __all__ = ["ImageError", "ImageLimits", "Resolver", "load_image", "sniff_mime"]
 
 ACCEPTED = "image_url must be an https URL or a data: URI of a JPEG, PNG or WebP image"
 NOT_AN_IMAGE = "image_url is not a JPEG, PNG or WebP image; send one of those formats"
-_BASE64_CHARS = re.compile(rb"[A-Za-z0-9+/\-_]*={0,2}")
+_BASE64_CHARS = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
+_URLSAFE = bytes.maketrans(b"-_", b"+/")
+_WHITESPACE = " \t\r\n\f\v"
+_SLICE = 1 << 20
 
 
 class ImageError(Exception):
@@ -71,46 +74,56 @@ def sniff_mime(data: bytes) -> str | None:
 
 
 def decode_data_uri(uri: str, max_bytes: int) -> ImageInput:
-    header, comma, payload = uri.partition(",")
-    if not comma:
+    comma = uri.find(",")
+    if comma < 0:
         raise ImageError("image_url data: URI is malformed; expected data:image/png;base64,<data>")
-    params = header.split(";")[1:]
+    params = uri[:comma].split(";")[1:]
     if params and params[-1].strip().lower() == "base64":
-        data = _decode_base64(payload, max_bytes)
+        data = _decode_base64(uri, comma + 1, max_bytes)
     else:
-        _check_size(len(payload) // 3, max_bytes)
-        data = urllib.parse.unquote_to_bytes(payload)
+        _check_size((len(uri) - comma) // 3, max_bytes)
+        data = urllib.parse.unquote_to_bytes(uri[comma + 1:])
     _check_size(len(data), max_bytes)
     return _as_image(data)
 
 
-def _decode_base64(payload: str, max_bytes: int) -> bytes:
-    """Decode without making more than one extra copy of the text, however it is padded with whitespace.
+def _decode_base64(text: str, start: int, max_bytes: int) -> bytes:
+    """Decode `text[start:]` a slice at a time into one buffer of the decoded size.
 
-    The size check comes first on an upper bound of the decoded size, so an oversized payload is refused
-    before anything is allocated for it.
+    Memory stays near the size of the image whatever the padding: no copy of the whole payload is made, and
+    whitespace is dropped slice by slice. The size check comes first, on an upper bound of the decoded size,
+    so an oversized payload is refused before anything is allocated for it.
     """
-    _check_size((len(payload) - _count_whitespace(payload)) * 3 // 4 - 2, max_bytes)
+    whitespace = sum(text.count(c, start) for c in _WHITESPACE)
+    _check_size((len(text) - start - whitespace) * 3 // 4 - 2, max_bytes)
+    out = bytearray()
+    carry = b""
+    for offset in range(start, len(text), _SLICE):
+        piece = carry + _clean_base64(text[offset:offset + _SLICE])
+        usable = len(piece) - len(piece) % 4
+        out += _b64(piece[:usable])
+        carry = piece[usable:]
+    if carry:
+        out += _b64(carry + b"=" * (-len(carry) % 4))
+    return bytes(out)
+
+
+def _clean_base64(piece: str) -> bytes:
     try:
-        raw = payload.encode("ascii")
+        raw = piece.encode("ascii")
     except UnicodeEncodeError:
         raise _invalid_base64() from None
-    if any(c in raw for c in b" \t\r\n\f\v"):
-        raw = raw.translate(None, b" \t\r\n\f\v")
-    if b"-" in raw or b"_" in raw:
-        raw = raw.translate(bytes.maketrans(b"-_", b"+/"))
+    raw = raw.translate(_URLSAFE, b" \t\r\n\f\v")
     if not _BASE64_CHARS.fullmatch(raw):
         raise _invalid_base64()
-    if len(raw) % 4:
-        raw += b"=" * (-len(raw) % 4)
+    return raw
+
+
+def _b64(chunk: bytes) -> bytes:
     try:
-        return base64.b64decode(raw, validate=True)
+        return base64.b64decode(chunk, validate=True)
     except (binascii.Error, ValueError):
         raise _invalid_base64() from None
-
-
-def _count_whitespace(text: str) -> int:
-    return sum(text.count(c) for c in " \t\r\n\f\v")
 
 
 def _invalid_base64() -> ImageError:
