@@ -22,7 +22,7 @@ async def list_upstreams(request: Request) -> Response:
         data.append({
             "name": upstream.name,
             "kind": upstream.kind,
-            "base_url": upstream.base_url,
+            "base_url": gw.redactor(upstream.base_url),  # a key or password may sit in the URL
             "max_concurrent_per_key": upstream.max_concurrent_per_key,
             "keys": gw.pools[upstream.name].snapshot(),
         })
