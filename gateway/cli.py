@@ -55,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--family", choices=["a", "b", "c"], default="a")
     p.add_argument("--language", choices=["zh", "en"], default="zh")
     p.add_argument("--duration", type=float, default=8.0, help="seconds a job takes")
+    p.add_argument("--quote-key", action="store_true", help="echo the caller's key in every error and failed job")
     p.set_defaults(func=cmd_simulator)
 
     p = sub.add_parser("check-config", help="validate a config and list every problem")
@@ -252,7 +253,8 @@ def cmd_simulator(args: argparse.Namespace) -> int:
     from gateway.simulator.app import SimulatorSettings, run_simulator
 
     settings = SimulatorSettings(kind=args.kind, family=args.family, language=args.language,
-                                 duration_s=args.duration, public_url=f"http://{args.host}:{args.port}")
+                                 duration_s=args.duration, public_url=f"http://{args.host}:{args.port}",
+                                 quote_key=args.quote_key)
     print(f"simulated {args.kind} upstream on http://{args.host}:{args.port}/v1", flush=True)
     run_simulator(args.host, args.port, settings)
     return 0

@@ -17,13 +17,14 @@ MIN_SECRET_LENGTH = 4  # shorter values would blank out ordinary words; no real 
 
 _BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=\-*]+")
 _SHAPES = re.compile(
-    r"\b(?:sk|ak|pk|rk|key|tok|token)[-_][A-Za-z0-9._\-*]{3,}"  # sk-…, key-…, tok_… (masked ones too)
+    r"\b(?i:sk|ak|pk|rk|key|tok|token)[-_][A-Za-z0-9._\-*]{3,}"  # sk-…, key-…, tok_… (masked ones too)
     r"|\bAIza[0-9A-Za-z_\-]{10,}"  # Google API keys
     r"|\beyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*"  # JWTs
     r"|(?<![A-Za-z0-9_])[0-9a-fA-F]{32,}(?![A-Za-z0-9_])"  # bare hex (not inside ids like video_<hex>)
+    # long tokens mixing upper case, lower case and digits (base64 and url-safe keys); case-sensitive on purpose,
+    # so ids like video_<hex> or words joined by dashes are left alone
     r"|(?<![A-Za-z0-9_])(?=[A-Za-z0-9+/_\-]*[0-9])(?=[A-Za-z0-9+/_\-]*[a-z])(?=[A-Za-z0-9+/_\-]*[A-Z])"
-    r"[A-Za-z0-9+/_\-]{32,}={0,2}(?![A-Za-z0-9_])",  # long mixed-case tokens (base64 and url-safe keys)
-    re.IGNORECASE,
+    r"[A-Za-z0-9+/_\-]{32,}={0,2}(?![A-Za-z0-9_])"
 )
 _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.\-]*://[^:/@\s]*:)[^@\s/]+@", re.IGNORECASE)
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")

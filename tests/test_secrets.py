@@ -123,3 +123,21 @@ def test_a_quoted_key_in_a_failed_job_reaches_no_response_or_store(quoting_gatew
     assert all(video["error"]["message"] for video in listed.json()["data"])
     wait_until(lambda: {call.key for call in simulator.app.state.sim.calls} >= set(KEYS))
     assert_no_key(*texts, listed.text, admin_views(gateway), redis_values(shared_storage["redis_prefix"]))
+
+
+@pytest.mark.parametrize("key", KEYS[:4] + ["key-live-0a1b2c3d4e5f", "Bearer abc.def.ghi", "tok_0123456789abcdef"])
+def test_key_shapes_are_redacted_even_when_not_configured(key):
+    from gateway.redaction import Redactor
+
+    text = Redactor()(f"Incorrect API key provided: {key}. You can find your key at https://x.example/k?k={key}")
+    assert key not in text and key.split()[-1] not in text
+    assert text.startswith("Incorrect API key provided: ")
+
+
+def test_configured_secrets_are_redacted_whatever_their_shape_and_ids_are_kept():
+    from gateway.redaction import Redactor
+
+    redact = Redactor([KEYS[-1]])
+    text = redact(f"key {KEYS[-1]} (url-encoded relay-plain-secret-77) used for video_{'0' * 32} req_{'a' * 24}")
+    assert KEYS[-1] not in text
+    assert f"video_{'0' * 32}" in text and f"req_{'a' * 24}" in text  # ids the operator needs stay readable
