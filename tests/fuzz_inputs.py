@@ -147,7 +147,7 @@ ENDPOINTS = [
     Endpoint("GET", "/admin/upstreams", admin=True), Endpoint("GET", "/admin/teams", admin=True),
     Endpoint("POST", "/admin/teams/{id}/keys", key_body, admin=True), Endpoint("GET", "/admin/keys", admin=True),
     Endpoint("DELETE", "/admin/keys/{id}", admin=True), Endpoint("GET", "/admin/usage", admin=True),
-    Endpoint("GET", "/admin/store", admin=True),
+    Endpoint("GET", "/admin/store", admin=True), Endpoint("POST", "/admin/reload", admin=True),
     Endpoint("POST", "/admin/upstreams/{id}/keys/{id}/enable", admin=True),
 ]
 
