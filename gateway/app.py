@@ -22,6 +22,7 @@ from gateway.api.errors import (
     backend_errors,
     http_exception_handler,
 )
+from gateway.api.inputs import InputGuardMiddleware
 from gateway.api.middleware import RequestIdMiddleware
 from gateway.backends.coordination import LocalCoordinator
 from gateway.backends.database import open_database
@@ -45,6 +46,7 @@ from gateway.core.service import VideoService
 from gateway.core.signing import LinkSigner
 from gateway.core.upstream import Upstream
 from gateway.observability.metrics import NULL_METRICS, Metrics, MetricsSink, TimedDatabase
+from gateway.redaction import NO_SECRETS, Redactor, config_secrets
 from gateway.upstreams.videos import VideosUpstream
 
 log = logging.getLogger("gateway")
@@ -55,13 +57,15 @@ def redis_client_name(config: Config) -> str:
     return "sora-gateway:" + re.sub(r"[^A-Za-z0-9:_.-]", "_", config.storage.redis_prefix)
 
 
-def build_upstream(config: UpstreamConfig, metrics: MetricsSink = NULL_METRICS) -> Upstream:
+def build_upstream(config: UpstreamConfig, metrics: MetricsSink = NULL_METRICS,
+                   redactor: Redactor = NO_SECRETS) -> Upstream:
     if config.kind == "chat":
         from gateway.upstreams.chat import ChatRelayUpstream
 
-        return ChatRelayUpstream(config.name, config.base_url, timeout_s=config.timeout_s, metrics=metrics)
+        return ChatRelayUpstream(config.name, config.base_url, timeout_s=config.timeout_s, metrics=metrics,
+                                 redact=redactor, max_media_bytes=config.max_media_bytes)
     return VideosUpstream(config.name, config.base_url, timeout_s=config.timeout_s,
-                          poll_interval_s=config.poll_interval_s, metrics=metrics)
+                          poll_interval_s=config.poll_interval_s, metrics=metrics, redact=redactor)
 
 
 class Gateway:
@@ -83,9 +87,11 @@ class Gateway:
         self.draining = asyncio.Event()
         self.metrics = metrics
         self.db = TimedDatabase(db, self.metrics)
+        # Every secret of the config, for all text that comes from an upstream; kept current on reload.
+        self.redactor = Redactor(config_secrets(config))
         self.store = LocalVideoStore(config.storage.videos_dir)
         self.signer = LinkSigner(config.server.signing_secret, config.server.public_url, config.server.link_ttl_s)
-        self.upstreams = {u.name: build_upstream(u, self.metrics) for u in config.upstreams}
+        self.upstreams = {u.name: build_upstream(u, self.metrics, self.redactor) for u in config.upstreams}
         self.upstream_settings = UpstreamSettings(config.upstreams)
         self.redis = None
         if config.storage.redis:
@@ -162,6 +168,7 @@ class Gateway:
         """
         changes: list[str] = []
         old = self.config
+        self.redactor.update([*config_secrets(config), *config_secrets(old)])  # old keys may still be quoted
         if config.storage != old.storage:
             changes.append("storage.* differs: it takes effect after a restart")
             config = replace(config, storage=old.storage)
@@ -171,7 +178,7 @@ class Gateway:
                     != (upstream.kind, upstream.base_url, upstream.timeout_s, upstream.poll_interval_s):
                 if upstream.name in self.upstreams:
                     self._retired.append(self.upstreams[upstream.name])  # running jobs keep using it
-                self.upstreams[upstream.name] = build_upstream(upstream, self.metrics)
+                self.upstreams[upstream.name] = build_upstream(upstream, self.metrics, self.redactor)
                 changes.append(f"upstream {upstream.name}: {'added' if previous is None else 'settings changed'}")
             pool = self.pools.get(upstream.name)
             if pool is None:
@@ -301,6 +308,8 @@ def create_app(config: Config) -> Starlette:
             gateway.begin_shutdown()
 
     app.state.begin_shutdown = begin_shutdown
+    app.router.redirect_slashes = False  # its redirect is not an API error and takes its Location from Host
+    app.add_middleware(InputGuardMiddleware)
     app.add_middleware(AccessMiddleware, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)  # added last, so outermost: every other layer sees the request id
     return app

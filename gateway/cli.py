@@ -57,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=8.0, help="seconds a job takes")
     p.add_argument("--slow", type=float, default=2.0,
                    help="seconds the sk-slow-… (every call) and sk-slowcreate-… (creates) keys wait")
+    p.add_argument("--quote-key", action="store_true", help="echo the caller's key in every error and failed job")
     p.set_defaults(func=cmd_simulator)
 
     p = sub.add_parser("check-config", help="validate a config and list every problem")
@@ -192,7 +193,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
     import json
 
     from gateway.core.errors import GatewayError
-    from gateway.core.ledger import parse_time, summarize, to_csv, to_table
+    from gateway.core.ledger import parse_time, to_csv, to_table, usage_report
 
     async def action(config, db):
         try:
@@ -200,7 +201,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
             until = parse_time(args.until, "--until", end=True)
         except GatewayError as exc:
             return _fail(exc.message)
-        data, total = summarize(await db.ledger_rows(args.team, since, until), args.group_by)
+        data, total = await usage_report(db, args.team, since, until, args.group_by)
         if args.format == "json":
             print(json.dumps({"object": "usage", "team": args.team, "group_by": args.group_by, "data": data,
                               "total": total}, indent=2))
@@ -229,8 +230,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     path = Path(args.config).resolve()
     config = load_config(path)  # fail fast, with every problem listed, before starting workers
     configure_logging(config)  # worker processes configure their own, in gateway.asgi
+    # An idle keep-alive connection is closed after 5 s; a request body that stalls is cut off by the app
+    # (gateway.api.common.BODY_IDLE_TIMEOUT_S). Slow request headers are the reverse proxy's to bound.
     options = dict(host=args.host, port=args.port, log_config=None, log_level=logging.getLogger().level,
-                   access_log=False, proxy_headers=True, timeout_graceful_shutdown=5)
+                   access_log=False, proxy_headers=True, timeout_graceful_shutdown=5, timeout_keep_alive=5)
     if args.workers > 1:
         if not config.storage.redis:
             print("error: --workers above 1 needs storage.redis: quotas, single-flight and job leases must be"
@@ -253,7 +256,7 @@ def cmd_simulator(args: argparse.Namespace) -> int:
 
     settings = SimulatorSettings(kind=args.kind, family=args.family, language=args.language,
                                  duration_s=args.duration, slow_s=args.slow,
-                                 public_url=f"http://{args.host}:{args.port}")
+                                 public_url=f"http://{args.host}:{args.port}", quote_key=args.quote_key)
     print(f"simulated {args.kind} upstream on http://{args.host}:{args.port}/v1", flush=True)
     run_simulator(args.host, args.port, settings)
     return 0

@@ -44,11 +44,12 @@ class ServerConfig:
     signing_secret: str = field(default="", repr=False)
     admin_keys: tuple[str, ...] = field(default=(), repr=False)
     max_body_bytes: int = 26_214_400
+    max_prompt_chars: int = 32_000
     link_ttl_s: int = 86_400
     ping_interval_s: float = 15.0
     image_max_bytes: int = 20 * 1024 * 1024
     image_timeout_s: float = 10.0
-    metrics_public: bool = True
+    metrics_public: bool = False  # metrics name teams and key fingerprints: admin key unless opened up
     log_level: str = "info"
     log_format: str = "auto"
 
@@ -93,6 +94,7 @@ class UpstreamConfig:
     timeout_s: float = 30.0
     job_timeout_s: float = 900.0
     max_retry_s: float = 30.0
+    max_media_bytes: int = 1024 * 1024 * 1024  # chat relays: the largest video or thumbnail fetched from a link
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,13 +267,17 @@ class _Reader:
             self.fail(f"{p}.signing_secret", "is required: it signs video links (use ${GATEWAY_SIGNING_SECRET})")
         admin = tuple(k for k in self.string_list(t, p, "admin_keys") if k)
         for i, k in enumerate(admin):
-            if k.startswith("sha256:") and not _HASH_PATTERN.match(k):
-                self.fail(f"{p}.admin_keys[{i}]", "a sha256: entry must be 64 lowercase hex digits")
+            if k.startswith("sha256:"):
+                if not _HASH_PATTERN.match(k):
+                    self.fail(f"{p}.admin_keys[{i}]", "a sha256: entry must be 64 lowercase hex digits")
+            elif (problem := _guessable(k, "it opens every /admin endpoint")) is not None:
+                self.fail(f"{p}.admin_keys[{i}]", problem)
         return ServerConfig(
             public_url=self.get(t, p, "public_url", str, d.public_url, _http_url).rstrip("/"),
             signing_secret=self.get(t, p, "signing_secret", str, d.signing_secret, _secret),
             admin_keys=admin,
             max_body_bytes=self.get(t, p, "max_body_bytes", int, d.max_body_bytes, _positive),
+            max_prompt_chars=self.get(t, p, "max_prompt_chars", int, d.max_prompt_chars, _positive),
             link_ttl_s=self.get(t, p, "link_ttl_s", int, d.link_ttl_s, _positive),
             ping_interval_s=self.get(t, p, "ping_interval_s", float, d.ping_interval_s, _positive),
             image_max_bytes=self.get(t, p, "image_max_bytes", int, d.image_max_bytes, _positive),
@@ -346,6 +352,7 @@ class _Reader:
                 timeout_s=self.get(t, p, "timeout_s", float, d.timeout_s, _positive),
                 job_timeout_s=self.get(t, p, "job_timeout_s", float, d.job_timeout_s, _positive),
                 max_retry_s=self.get(t, p, "max_retry_s", float, d.max_retry_s, _positive),
+                max_media_bytes=self.get(t, p, "max_media_bytes", int, d.max_media_bytes, _positive),
             ))
         return tuple(out)
 
@@ -471,7 +478,21 @@ def _percent_step(v: int) -> str | None:
 
 
 def _secret(v: str) -> str | None:
-    return None if len(v) >= 16 else "must be at least 16 characters (it signs video links)"
+    if len(v) < 16:
+        return "must be at least 16 characters (it signs video links)"
+    return _guessable(v, "it signs video links")
+
+
+_PLACEHOLDERS = re.compile(r"(?i)^(?:change-?me|secret|password|admin|test|example|default|0123456789)+[-_]*$")
+
+
+def _guessable(v: str, why: str) -> str | None:
+    """Too short or too regular to be a secret: use `openssl rand -hex 32` or similar."""
+    if len(v) < 16:
+        return f"is too short: use at least 16 random characters ({why})"
+    if len(set(v)) < 8 or _PLACEHOLDERS.match(v.replace("-", "").replace("_", "")):
+        return f"is too easy to guess: use random characters, e.g. from `openssl rand -hex 32` ({why})"
+    return None
 
 
 def _non_empty(v: str) -> str | None:

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from gateway.core.errors import GatewayError, bad_request, not_found
+from gateway.core.errors import GatewayError, bad_request, not_found, shown
 
-__all__ = ["APIError", "bad_request", "not_found"]
+__all__ = ["APIError", "bad_request", "not_found", "shown"]
 
 
 class APIError(GatewayError):

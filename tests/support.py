@@ -71,7 +71,8 @@ def base_config(tmp_path: Path, upstream_url: str, *, keys: list[str] | None = N
     """A raw config dict (as parsed from TOML) for tests; `overrides` are merged per top-level table."""
     raw: dict[str, Any] = {
         "server": {"public_url": "http://127.0.0.1:1", "signing_secret": SIGNING_SECRET,
-                   "admin_keys": [ADMIN_KEY], "max_body_bytes": 2_000_000, "ping_interval_s": 0.2},
+                   "admin_keys": [ADMIN_KEY], "max_body_bytes": 2_000_000, "ping_interval_s": 0.2,
+                   "metrics_public": True},
         "storage": {"database": f"sqlite:///{tmp_path}/gateway.db", "videos_dir": f"{tmp_path}/videos"},
         "cache": {"enabled": True, "ttl_s": 3600, "scope": "team"},
         "upstreams": [upstream_table(upstream_url, kind=kind, keys=keys or ["sk-good-1"])],

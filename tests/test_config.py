@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 
 from gateway.config import ConfigError, load_config
+from tests.support import base_config, to_toml
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE_ENV = {"GATEWAY_SIGNING_SECRET": "x" * 32, "GATEWAY_ADMIN_KEY": "admin", "RELAY_A_KEY_1": "k1",
+SECRET = "q3Vt8-signing-K2pW7xZr"
+EXAMPLE_ENV = {"GATEWAY_SIGNING_SECRET": SECRET, "GATEWAY_ADMIN_KEY": "sk-admin-7Hq2mX9pLw4v", "RELAY_A_KEY_1": "k1",
                "RELAY_A_KEY_2": "k2", "RELAY_B_KEY": "k3"}
 
 
@@ -22,7 +24,7 @@ def check_config(path: Path, env: dict[str, str] | None = None) -> subprocess.Co
 def test_example_config_is_valid_and_reads_secrets_from_the_environment():
     config = load_config(ROOT / "config/example.toml", env=EXAMPLE_ENV)
     assert config.upstream("relay-a").keys == ("k1", "k2")
-    assert config.server.signing_secret == "x" * 32
+    assert config.server.signing_secret == SECRET
     assert config.models["sora-2"].upstreams == ("relay-a", "relay-b")
     assert config.team("marketing").quotas.videos_per_day == 200
     assert (config.chat.ui_tasks, config.chat.progress_step) == ("answer", 10)
@@ -103,3 +105,17 @@ def test_serve_refuses_a_bad_config_naming_the_key(tmp_path):
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert "cache.scope: must be one of 'team', 'global', got 'everyone'" in result.stderr
+
+
+@pytest.mark.parametrize(("server", "problem"), [
+    ({"admin_keys": ["abc"]}, "server.admin_keys[0]: is too short"),
+    ({"admin_keys": ["sk-aaaaaaaaaaaaaaaaaaaa"]}, "server.admin_keys[0]: is too easy to guess"),
+    ({"signing_secret": "x" * 32}, "server.signing_secret: is too easy to guess"),
+    ({"signing_secret": "changeme-changeme"}, "server.signing_secret: is too easy to guess"),
+])
+def test_check_config_refuses_guessable_admin_keys_and_signing_secrets(tmp_path, server, problem):
+    raw = base_config(tmp_path, "http://127.0.0.1:1/v1", server=server)
+    path = tmp_path / "weak.toml"
+    path.write_text(to_toml(raw))
+    result = check_config(path)
+    assert result.returncode != 0 and problem in result.stdout + result.stderr

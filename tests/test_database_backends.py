@@ -325,6 +325,24 @@ async def test_ledger_rows_filter_by_team_and_half_open_time_range(database: Dat
     assert await request_ids("nobody", None, None) == []
 
 
+async def test_usage_is_grouped_by_the_database_the_same_way_on_both_backends(database: Database) -> None:
+    day = 86_400.0
+    rows = [
+        ledger_row("req_1", 10.0, outcome="completed", seconds=4, cost_usd=0.4),
+        ledger_row("req_2", 20.0, outcome="failed", seconds=8),
+        ledger_row("req_3", day + 5, outcome="completed", seconds=12, cost_usd=1.2),
+        ledger_row("req_4", day + 6, team="beta", outcome="cache_hit", seconds=4),
+    ]
+    for row in rows:
+        await database.ledger_insert(row)
+
+    assert await database.usage_groups(None, None, None, "day") == [
+        ("1970-01-01", 2, 1, 4, pytest.approx(0.4)), ("1970-01-02", 2, 1, 12, pytest.approx(1.2))]
+    assert await database.usage_groups("alpha", day, None, "team") == [("alpha", 1, 1, 12, pytest.approx(1.2))]
+    assert await database.usage_groups(None, None, day, "model") == [("sora-2", 2, 1, 4, pytest.approx(0.4))]
+    assert await database.usage_groups("nobody", None, None, "key") == []
+
+
 # PostgreSQL only: start-up, migrations and argument checks.
 
 async def test_concurrent_connects_on_an_empty_schema_all_succeed(postgres_schema: str) -> None:

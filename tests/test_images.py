@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.core import images
+from gateway import net
 from gateway.core.images import ImageError, ImageLimits, load_image, sniff_mime
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 24
@@ -195,10 +195,11 @@ async def test_non_public_hosts_are_refused_with_the_system_resolver(url: str) -
 async def test_host_resolving_to_any_non_public_address_is_refused(addresses: list[str]) -> None:
     resolver = FakeResolver({"intranet.example": addresses})
     recorder = Recorder()
-    with pytest.raises(ImageError, match="'intranet.example' resolves to a non-public address"):
+    with pytest.raises(ImageError, match="'intranet.example' resolves to a non-public address") as excinfo:
         await load_image(
             "https://intranet.example/a.png?token=s3cret", LIMITS, resolver=resolver, transport=recorder.transport
         )
+    assert not [a for a in addresses if a in str(excinfo.value)]  # the internal network is not mapped for the caller
     assert resolver.calls == ["intranet.example"]
     assert recorder.requests == []
 
@@ -228,7 +229,7 @@ async def test_unresolvable_host_is_refused() -> None:
     ],
 )
 def test_is_public_address(address: str, public: bool) -> None:
-    assert images.is_public_address(ipaddress.ip_address(address)) is public
+    assert net.is_public_address(ipaddress.ip_address(address)) is public
 
 
 # -- fetching ------------------------------------------------------------------------------------------
@@ -461,7 +462,7 @@ class LocalServer:
 
 @pytest.fixture
 def loopback_allowed(monkeypatch: pytest.MonkeyPatch) -> FakeResolver:
-    monkeypatch.setattr(images, "is_public_address", lambda addr: True)
+    monkeypatch.setattr(net, "is_public_address", lambda addr: True)
     return FakeResolver({"images.example": ["127.0.0.1"]})
 
 
@@ -512,3 +513,14 @@ async def test_real_https_connection_verifies_the_name_not_the_address(
     assert image.data == PNG
     assert local.sni == ["images.example"]
     assert local.hosts == [f"images.example:{port}"]
+
+
+@pytest.mark.parametrize("spacing", [1, 76, 4093])
+async def test_large_whitespace_padded_data_uri_decodes_exactly(spacing: int) -> None:
+    data = PNG + bytes(range(256)) * 12_000  # ~3 MB: several decoding slices, padding at every offset
+    encoded = base64.b64encode(data).decode()
+    padded = " \n".join(encoded[i:i + spacing] for i in range(0, len(encoded), spacing))
+    image = await load_image("data:image/png;base64," + padded, LIMITS)
+    assert image.data == data
+    urlsafe = base64.urlsafe_b64encode(data).decode().rstrip("=")
+    assert (await load_image("data:image/png;base64," + urlsafe, LIMITS)).data == data

@@ -149,6 +149,12 @@ def test_private_metrics_need_the_admin_key(simulator, start_gateway):
     assert "sora_gateway_requests_total" in response.text
 
 
+def test_metrics_are_private_unless_the_config_opens_them(tmp_path):
+    raw = base_config(tmp_path, "http://127.0.0.1:1/v1")
+    del raw["server"]["metrics_public"]
+    assert parse_config(raw, env={}).server.metrics_public is False  # they name teams and key fingerprints
+
+
 # -- health -------------------------------------------------------------------------------------------------
 
 

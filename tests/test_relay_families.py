@@ -413,9 +413,9 @@ async def public_resolver(host: str) -> list[str]:
 
 
 def relay(handler: Callable[[httpx.Request], httpx.Response]) -> ChatRelayUpstream:
-    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    return ChatRelayUpstream("relay", "https://relay.example/v1/", timeout_s=5, client=client,
-                             resolver=public_resolver)
+    transport = httpx.MockTransport(handler)
+    return ChatRelayUpstream("relay", "https://relay.example/v1/", timeout_s=5, client=httpx.AsyncClient(
+        transport=transport), resolver=public_resolver, media_transport=transport)
 
 
 @pytest.mark.parametrize("link", ["http://169.254.169.254/latest/meta-data", "http://127.0.0.1:6379/x.mp4",
@@ -594,7 +594,7 @@ async def test_download_streams_the_video_without_the_key():
         seen.append(request)
         if request.url.path == "/videos/6f1c2e.mp4":
             return httpx.Response(302, headers={"location": "https://cdn2.relay.example/final.mp4"})
-        if request.url.host == "cdn2.relay.example":
+        if request.headers["host"] == "cdn2.relay.example":  # pinned: the URL holds the checked address
             return httpx.Response(200, content=trickle(b"\x00\x00\x00\x18ftypmp42" * 100))
         return httpx.Response(404)
 

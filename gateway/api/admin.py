@@ -4,12 +4,13 @@ from __future__ import annotations
 import time
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from gateway.api.common import JSONResponse, read_json, require_admin, services
 from gateway.config import ConfigError
+from gateway.core import ledger
 from gateway.core.keys import create_key, key_view, parse_duration
-from gateway.core.ledger import check_group, parse_time, summarize, to_csv
+from gateway.core.ledger import check_group, csv_lines, parse_time
 from gateway.errors import APIError, bad_request
 
 
@@ -21,7 +22,7 @@ async def list_upstreams(request: Request) -> Response:
         data.append({
             "name": upstream.name,
             "kind": upstream.kind,
-            "base_url": upstream.base_url,
+            "base_url": gw.redactor(upstream.base_url),  # a key or password may sit in the URL
             "max_concurrent_per_key": upstream.max_concurrent_per_key,
             "keys": gw.pools[upstream.name].snapshot(),
         })
@@ -47,7 +48,7 @@ async def create_team_key(request: Request) -> Response:
     team = request.path_params["team"]
     if gw.config.team(team) is None:
         raise APIError(404, f"No team named '{team}' in the gateway config.", code="not_found")
-    body = await read_json(request, 65536) if await request.body() else {}
+    body = await read_json(request, 65536, empty={})
     if not isinstance(body, dict):
         raise bad_request("The request body must be a JSON object like {\"name\": \"ci\", \"expires\": \"30d\"}.")
     name = body.get("name") or "unnamed"
@@ -93,12 +94,11 @@ async def usage_report(request: Request) -> Response:
     fmt = q.get("format", "json")
     if fmt not in ("json", "csv"):
         raise bad_request(f"Invalid value for 'format': {fmt!r}. Supported values are: 'json', 'csv'.", param="format")
-    rows = await gw.db.ledger_rows(q.get("team") or None, parse_time(q.get("since"), "since"),
-                                   parse_time(q.get("until"), "until", end=True))
-    data, total = summarize(rows, group)
+    data, total = await ledger.usage_report(gw.db, q.get("team") or None, parse_time(q.get("since"), "since"),
+                                     parse_time(q.get("until"), "until", end=True), group)
     if fmt == "csv":
-        return Response(to_csv(data, group), media_type="text/csv",
-                        headers={"content-disposition": 'attachment; filename="usage.csv"'})
+        return StreamingResponse(csv_lines(data, group), media_type="text/csv",
+                                 headers={"content-disposition": 'attachment; filename="usage.csv"'})
     return JSONResponse({"object": "usage", "team": q.get("team") or None, "group_by": group, "data": data,
                          "total": total})
 

@@ -47,9 +47,11 @@ async def chat_completions(request: Request) -> Response:
     model = resolve_model(gw.config.models, principal.team, alias)
     if gw.config.chat.ui_tasks == "answer" and (task := ui_tasks.match(body)) is not None:
         return await answer_ui_task(gw, principal, model, alias, body, task, request_id(request))
-    video_request, options = build_video_request(body, model)
+    video_request, options = build_video_request(body, model, gw.config.server.max_prompt_chars)
+    del body  # a large body (an inline image) is not kept alive while the video is made
     control = CacheControl.parse(request.headers.get("cache-control"))
     generation = await gw.videos.generate(principal, video_request, request_id(request), control)
+    del video_request  # its image_url may be a large data: URI
     request.state.cache, request.state.job = generation.cache, generation.record
     headers = {"x-cache": generation.cache, **generation.headers}
     fmt = FORMATS[options.stream_format]

@@ -1,6 +1,7 @@
 """Small helpers every endpoint shares: reading bodies, authenticating, JSON responses."""
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -8,11 +9,14 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.api.inputs import parse_json
 from gateway.core.auth import Principal
 from gateway.errors import APIError
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
+
+BODY_IDLE_TIMEOUT_S = 15.0
 
 
 class JSONResponse(Response):
@@ -48,26 +52,50 @@ def too_large(limit: int) -> APIError:
 
 
 async def bounded_stream(request: Request, limit: int) -> AsyncIterator[bytes]:
-    """The request body, chunk by chunk; 413 as soon as it (or its declared length) passes `limit` bytes."""
+    """The request body, chunk by chunk; 413 as soon as it (or its declared length) passes `limit` bytes, 408
+    when the client stops sending for BODY_IDLE_TIMEOUT_S (a slow client must not hold a connection open)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise too_large(limit)
     size = 0
-    async for chunk in request.stream():
+    chunks = request.stream().__aiter__()
+    while True:
+        try:
+            async with asyncio.timeout(BODY_IDLE_TIMEOUT_S):
+                chunk = await chunks.__anext__()
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise APIError(408, f"The request body stopped arriving for {BODY_IDLE_TIMEOUT_S:g} s; send it"
+                                " without pauses.", code="request_timeout") from None
         size += len(chunk)
         if size > limit:
             raise too_large(limit)
         yield chunk
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    return b"".join([chunk async for chunk in bounded_stream(request, limit)])
+async def read_body(request: Request, limit: int) -> bytearray:
+    """The whole body in one buffer: sized from content-length when declared, so it is never reallocated, and
+    no list of chunks lives next to a joined copy."""
+    declared = request.headers.get("content-length", "")
+    size = int(declared) if declared.isdigit() and len(declared) < 12 and int(declared) <= limit else 0
+    body = bytearray(size)
+    filled = 0
+    async for chunk in bounded_stream(request, limit):
+        end = filled + len(chunk)
+        if end <= size:
+            body[filled:end] = chunk
+        else:
+            del body[filled:]
+            body += chunk
+        filled = end
+    del body[filled:]
+    return body
 
 
-async def read_json(request: Request, limit: int) -> Any:
+async def read_json(request: Request, limit: int, *, empty: Any = ...) -> Any:
+    """The JSON body; `empty` is what an empty body stands for (by default it is a parse error)."""
     body = await read_body(request, limit)
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise APIError(400, f"We could not parse the JSON body of your request ({exc}). Send valid JSON.",
-                       code="invalid_json") from None
+    if not body and empty is not ...:
+        return empty
+    return parse_json(body)

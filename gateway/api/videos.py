@@ -20,14 +20,15 @@ from typing import Any
 from starlette.datastructures import UploadFile
 from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import FileResponse, MalformedRangeHeader, RangeNotSatisfiable, Response
 
 from gateway.api.common import JSONResponse, authenticate, bounded_stream, read_json, request_id, services
+from gateway.api.inputs import control_character
 from gateway.api.shapes import public_status, video_object
 from gateway.core.cache import CacheControl
 from gateway.core.images import ImageError, load_image, sniff_mime
 from gateway.core.records import JobRecord
-from gateway.core.request import VideoRequest, check_seconds, check_size, resolve_model
+from gateway.core.request import VideoRequest, check_prompt, check_seconds, check_size, resolve_model
 from gateway.core.service import Generation
 from gateway.core.signing import parse_link_token
 from gateway.core.store import MEDIA_TYPES
@@ -68,7 +69,7 @@ async def create_video(request: Request) -> Response:
     gw = services(request)
     principal = await authenticate(request)
     params = await read_params(request, gw.config.server.max_body_bytes)
-    prompt = _prompt(params)
+    prompt = _prompt(params, gw.config.server.max_prompt_chars)
     model = resolve_model(gw.config.models, principal.team, params.get("model") or DEFAULT_MODEL)
     request.state.model = model.name
     video_request = VideoRequest(
@@ -91,11 +92,11 @@ async def _generation_response(gw, generation: Generation) -> Response:
                         headers={"x-cache": generation.cache, **generation.headers})
 
 
-def _prompt(params: dict[str, Any]) -> str:
+def _prompt(params: dict[str, Any], limit: int) -> str:
     prompt = params.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         raise bad_request("'prompt' is required: a non-empty string describing the video.", param="prompt")
-    return prompt
+    return check_prompt(prompt, limit, "prompt")
 
 
 def _user(params: dict[str, Any]) -> str | None:
@@ -169,6 +170,8 @@ async def read_params(request: Request, limit: int) -> dict[str, Any]:
         for name, value in form.multi_items():
             if isinstance(value, UploadFile):
                 value = Upload(value.filename, value.content_type, await value.read())
+            elif (problem := control_character(name, name) or control_character(name, value)) is not None:
+                raise problem
             outer, bracket, inner = name.partition("[")
             if bracket and inner.endswith("]") and "[" not in inner:
                 nested = params.get(outer)
@@ -309,6 +312,7 @@ async def _content(request: Request, variant: str, signed: tuple[str, str] | Non
     if not path.is_file():
         raise APIError(404, f"Video '{video_id}' has no {variant} content: the upstream that made it did not"
                             f" provide one.", code="not_found", param="variant")
+    _check_range(request.headers.get("range"), path.stat().st_size)
     return FileResponse(path, media_type=MEDIA_TYPES[variant], content_disposition_type="inline",
                         headers={"cache-control": "private, max-age=3600"})
 
@@ -334,6 +338,19 @@ async def _content_record(request: Request, video_id: str, variant: str,
     return await own_job(request, video_id, principal.team.name)
 
 
+def _check_range(header: str | None, size: int) -> None:
+    """A Range header FileResponse would refuse, refused here in the API's error shape instead of plain text."""
+    if header is None:
+        return
+    try:
+        FileResponse._parse_range_header(header, size)
+    except RangeNotSatisfiable:
+        raise APIError(416, f"The requested range is outside the file ({size} bytes).", param="range",
+                       code="range_not_satisfiable", headers={"content-range": f"bytes */{size}"}) from None
+    except (MalformedRangeHeader, ValueError):
+        raise bad_request("The Range header is malformed; send e.g. 'bytes=0-1023'.", param="range") from None
+
+
 # -- remix ------------------------------------------------------------------------------------------------
 
 
@@ -348,7 +365,7 @@ async def remix_video(request: Request) -> Response:
     principal = await authenticate(request)
     source = await own_job(request, request.path_params["video_id"], principal.team.name)
     params = await read_params(request, gw.config.server.max_body_bytes)
-    prompt = _prompt(params)
+    prompt = _prompt(params, gw.config.server.max_prompt_chars)
     _check_remixable(gw, source)
     model = gw.config.models.get(source.model)
     request.state.model = source.model

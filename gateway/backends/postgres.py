@@ -297,6 +297,24 @@ class PostgresDatabase:
         )
         return [LedgerRow(**dict(r)) for r in rows]
 
+    async def usage_groups(self, team: str | None, since: float | None, until: float | None,
+                           group: str) -> list[tuple]:
+        """(group value, requests, videos, video seconds, USD) per group, summed by PostgreSQL."""
+        where, params = ["true"], []
+        for column, op, value in (("team", "=", team or None), ("time", ">=", since), ("time", "<", until)):
+            if value is not None:
+                params.append(value)
+                where.append(f"{column} {op} ${len(params)}")
+        rows = await self.pool.fetch(
+            f"SELECT {_PG_GROUPS[group]} AS g, COUNT(*), COUNT(*) FILTER (WHERE outcome = 'completed'),"
+            f" COALESCE(SUM(seconds) FILTER (WHERE outcome = 'completed'), 0), SUM(cost_usd)"
+            f" FROM ledger WHERE {' AND '.join(where)} GROUP BY g ORDER BY g", *params)
+        return [tuple(r) for r in rows]
+
+
+_PG_GROUPS = {"day": "to_char(to_timestamp(time) AT TIME ZONE 'UTC', 'YYYY-MM-DD')", "model": "model",
+              "key": "key_id", "team": "team"}
+
 
 async def _advance(conn: asyncpg.Connection, job_id: str, changes: dict[str, Any]) -> bool:
     """Change a job only while it is still running."""

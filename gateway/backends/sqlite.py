@@ -260,6 +260,42 @@ class SQLiteDatabase:
         return [LedgerRow(**dict(r)) for r in rows]
 
 
+    async def usage_groups(self, team: str | None, since: float | None, until: float | None,
+                           group: str) -> list[tuple]:
+        """(group value, requests, videos, video seconds, USD) per group, summed by SQLite.
+
+        The scan runs in a worker thread on a connection of its own (WAL lets it read beside the writer), so a
+        report over a large ledger does not stall the event loop.
+        """
+        where, params = _ledger_filter(team, since, until)
+        sql = (f"SELECT {_SQLITE_GROUPS[group]} AS g, COUNT(*), SUM(outcome = 'completed'),"
+               f" SUM(CASE WHEN outcome = 'completed' THEN seconds ELSE 0 END), SUM(cost_usd)"
+               f" FROM ledger WHERE {where} GROUP BY g ORDER BY g")
+        if self.path == ":memory:":
+            return [tuple(r) for r in self.conn.execute(sql, params)]
+        return await asyncio.to_thread(_read_all, self.path, sql, params)
+
+
+_SQLITE_GROUPS = {"day": "strftime('%Y-%m-%d', time, 'unixepoch')", "model": "model", "key": "key_id", "team": "team"}
+
+
+def _ledger_filter(team: str | None, since: float | None, until: float | None) -> tuple[str, list]:
+    where, params = ["1 = 1"], []
+    for column, op, value in (("team", "=", team or None), ("time", ">=", since), ("time", "<", until)):
+        if value is not None:
+            params.append(value)
+            where.append(f"{column} {op} ?")
+    return " AND ".join(where), params
+
+
+def _read_all(path: str, sql: str, params: list) -> list[tuple]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return [tuple(r) for r in conn.execute(sql, params)]
+    finally:
+        conn.close()
+
+
 def _job(row: sqlite3.Row) -> JobRecord:
     values = dict(row)
     for name in _BOOL_COLUMNS:

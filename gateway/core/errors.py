@@ -110,3 +110,17 @@ def bad_request(message: str, param: str | None = None, code: str | None = None)
 
 def not_found(message: str, code: str = "not_found") -> NotFound:
     return NotFound(message, code=code)
+
+
+def shown(value: object, limit: int = 40) -> str:
+    """A client's value for an error message: short, on one line, never a repr of a whole structure."""
+    if isinstance(value, str):
+        text = value[:limit].encode("unicode_escape").decode("ascii")
+        return f"'{text}…'" if len(value) > limit else f"'{text}'"
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, int):
+        return str(value) if abs(value) < 10**limit else "a huge number"
+    return "an array" if isinstance(value, (list, tuple)) else "an object"

@@ -6,19 +6,24 @@ import secrets
 import time
 
 from gateway.core.auth import hash_key, new_team_key
-from gateway.core.errors import bad_request
+from gateway.core.errors import bad_request, shown
 from gateway.core.records import KeyRecord
 
-_DURATION = re.compile(r"^(\d+)([smhdw])$")
+_DURATION = re.compile(r"^([0-9]{1,9})([smhdw])$")
+MAX_KEY_LIFETIME_S = 10 * 366 * 86_400
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 
 
 def parse_duration(value: str, param: str = "expires") -> float:
     match = _DURATION.match(value.strip())
     if not match or int(match.group(1)) <= 0:
-        raise bad_request(f"Invalid value for '{param}': {value!r}. Use a number and a unit, like 30d, 12h or 90m.",
+        raise bad_request(f"Invalid value for '{param}': {shown(value)}. Use a number and a unit, like 30d, 12h or"
+                          " 90m.", param=param)
+    seconds = int(match.group(1)) * _UNITS[match.group(2)]
+    if seconds > MAX_KEY_LIFETIME_S:
+        raise bad_request(f"Invalid value for '{param}': {shown(value)} is longer than ten years; use at most 3660d.",
                           param=param)
-    return int(match.group(1)) * _UNITS[match.group(2)]
+    return seconds
 
 
 async def create_key(db, team: str, name: str, expires_in_s: float | None) -> tuple[str, KeyRecord]:

@@ -4,39 +4,41 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 
-from gateway.core.errors import bad_request
+from gateway.core.errors import bad_request, shown
 from gateway.core.records import LedgerRow
 
 GROUPS = ("day", "model", "key", "team")
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+_EPOCH = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,9})?")
+_LATEST = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()  # later bounds mean "no bound"
 
 
 def parse_time(value: str | None, param: str, *, end: bool = False) -> float | None:
     """Epoch seconds, `YYYY-MM-DD` (UTC; as an `until`, the end of that day) or an ISO 8601 time."""
     if value is None or value == "":
         return None
-    if re.fullmatch(r"\d+(\.\d+)?", value):
-        return float(value)
+    if _EPOCH.fullmatch(value):
+        return min(float(value), _LATEST)
     try:
         if _DATE.match(value):
             day = datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
-            return (day + timedelta(days=1) if end else day).timestamp()
+            return min(day.timestamp() + (86_400 if end else 0), _LATEST)
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise bad_request(f"Invalid value for '{param}': {value!r}. Use YYYY-MM-DD, an ISO 8601 time or epoch"
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return min(moment.timestamp(), _LATEST)
+    except (ValueError, OverflowError):
+        raise bad_request(f"Invalid value for '{param}': {shown(value)}. Use YYYY-MM-DD, an ISO 8601 time or epoch"
                           " seconds.", param=param) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
 
 
 def check_group(value: str | None, allowed: tuple[str, ...] = GROUPS) -> str:
     group = value or "day"
     if group not in allowed:
-        raise bad_request(f"Invalid value for 'group_by': {group!r}. Supported values are: "
+        raise bad_request(f"Invalid value for 'group_by': {shown(group)}. Supported values are: "
                           + ", ".join(f"'{g}'" for g in allowed) + ".", param="group_by")
     return group
 
@@ -74,13 +76,38 @@ def summarize(rows: Iterable[LedgerRow], group: str) -> tuple[list[dict], dict]:
     return data, total
 
 
+def summarize_groups(groups: Iterable[tuple], group: str) -> tuple[list[dict], dict]:
+    """The same from rows the database already grouped: (value, requests, videos, video seconds, USD)."""
+    data, total = [], _empty()
+    for name, requests, videos, seconds, usd in groups:
+        values = {"requests": int(requests or 0), "videos": int(videos or 0), "video_seconds": int(seconds or 0),
+                  "cost_usd": round(float(usd or 0.0), 6)}
+        data.append({group: name, **values})
+        for field, value in values.items():
+            total[field] += value
+    total["cost_usd"] = round(total["cost_usd"], 6)
+    return data, total
+
+
+async def usage_report(db, team: str | None, since: float | None, until: float | None,
+                       group: str) -> tuple[list[dict], dict]:
+    return summarize_groups(await db.usage_groups(team, since, until, group), group)
+
+
 def to_csv(data: list[dict], group: str) -> str:
+    return "".join(csv_lines(data, group))
+
+
+def csv_lines(data: list[dict], group: str) -> Iterator[str]:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow([group, "requests", "videos", "video_seconds", "cost_usd"])
     for row in data:
         writer.writerow([row[group], row["requests"], row["videos"], row["video_seconds"], f"{row['cost_usd']:.6f}"])
-    return out.getvalue()
+        yield out.getvalue()
+        out.seek(0)
+        out.truncate()
+    yield out.getvalue()
 
 
 def to_table(data: list[dict], total: dict, group: str) -> str:

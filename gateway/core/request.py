@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.config import STREAM_FORMATS, ModelConfig, TeamConfig
-from gateway.core.errors import NotFound, PermissionDenied, bad_request
+from gateway.core.errors import NotFound, PermissionDenied, bad_request, shown
 from gateway.core.person_prompt import person_prompt
 
 VIDEO_ID_PATTERN = re.compile(r"\bvideo_[0-9a-f]{32}\b")
@@ -46,22 +46,32 @@ def parse_chat_body(body: Any) -> tuple[str, dict[str, Any]]:
     return model, body
 
 
-def build_video_request(body: dict[str, Any], model: ModelConfig) -> tuple[VideoRequest, ChatOptions]:
+def check_prompt(prompt: str, limit: int, param: str) -> str:
+    if len(prompt) > limit:
+        raise bad_request(f"The prompt is {len(prompt)} characters long; this gateway accepts at most {limit}."
+                          " Shorten it.", param=param, code="prompt_too_long")
+    return prompt
+
+
+def build_video_request(body: dict[str, Any], model: ModelConfig,
+                        max_prompt_chars: int = 32_000) -> tuple[VideoRequest, ChatOptions]:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise bad_request("'messages' must be a non-empty array of messages.", param="messages")
     n = body.get("n")
-    if n is not None and n != 1:
-        raise bad_request(f"Invalid value for 'n': {n!r}. This model makes one video per request; send n=1.", param="n")
+    if n is not None and (isinstance(n, bool) or n != 1):
+        raise bad_request(f"Invalid value for 'n': {shown(n)}. This model makes one video per request; send n=1.",
+                          param="n")
     prompt, image_url, remix_of = _read_messages(messages)
+    check_prompt(prompt, max_prompt_chars, "messages")
     stream = body.get("stream") is True
     stream_options = body.get("stream_options") or {}
     include_usage = isinstance(stream_options, dict) and stream_options.get("include_usage") is True
     stream_format = body.get("stream_format") or model.stream_format
-    if stream_format not in STREAM_FORMATS:
+    if not isinstance(stream_format, str) or stream_format not in STREAM_FORMATS:
         allowed = ", ".join(f"'{f}'" for f in STREAM_FORMATS)
-        raise bad_request(f"Invalid value for 'stream_format': {stream_format!r}. Supported values are: {allowed}.",
-                          param="stream_format")
+        raise bad_request(f"Invalid value for 'stream_format': {shown(stream_format)}. Supported values are:"
+                          f" {allowed}.", param="stream_format")
     user = body.get("user")
     request = VideoRequest(
         model=model,
@@ -80,8 +90,8 @@ def check_size(value: Any, model: ModelConfig) -> str:
         return model.size
     if not isinstance(value, str) or value not in model.sizes:
         allowed = ", ".join(f"'{s}'" for s in model.sizes)
-        raise bad_request(f"Invalid value for 'size': {value!r}. Supported values for {model.name} are: {allowed}.",
-                          param="size")
+        raise bad_request(f"Invalid value for 'size': {shown(value)}. Supported values for {model.name} are:"
+                          f" {allowed}.", param="size")
     return value
 
 
@@ -91,12 +101,12 @@ def check_seconds(value: Any, model: ModelConfig) -> int:
     seconds: int | None = None
     if isinstance(value, int) and not isinstance(value, bool):
         seconds = value
-    elif isinstance(value, str) and value.strip().isdigit():
+    elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit() and len(value) < 8:
         seconds = int(value)
     if seconds not in model.seconds_allowed:
         allowed = ", ".join(f"'{s}'" for s in model.seconds_allowed)
         raise bad_request(
-            f"Invalid value for 'seconds': {value!r}. Supported values for {model.name} are: {allowed}.",
+            f"Invalid value for 'seconds': {shown(value)}. Supported values for {model.name} are: {allowed}.",
             param="seconds",
         )
     return seconds
@@ -146,7 +156,7 @@ def _read_content(content: Any, param: str, allow_image: bool = True) -> tuple[s
         elif kind == "image_url":
             continue
         else:
-            raise bad_request(f"Unsupported content part type {kind!r}; use 'text' or 'image_url'.",
+            raise bad_request(f"Unsupported content part type {shown(kind)}; use 'text' or 'image_url'.",
                               param=f"{param}[{j}]")
     return "\n".join(texts), image
 
@@ -163,10 +173,11 @@ def _remixed_video(history: list[dict[str, Any]]) -> str | None:
         if message.get("role") != "assistant":
             continue
         content = message.get("content")
+        parts = content if isinstance(content, list) else []
         text = content if isinstance(content, str) else " ".join(
-            p.get("text", "") for p in content or [] if isinstance(p, dict)
+            p["text"] for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str)
         )
-        if match := VIDEO_ID_PATTERN.search(text or ""):
+        if match := VIDEO_ID_PATTERN.search(text):
             return match.group(0)
     return None
 

@@ -36,11 +36,11 @@ class LinkSigner:
 
     def verify(self, video_id: str, variant: str, exp: str, sig: str, now: float | None = None) -> str | None:
         """Return None when the link is valid, else the reason it is refused."""
-        if not exp.isdigit():
+        if not (exp.isascii() and exp.isdigit() and len(exp) <= 12):
             return "the link's exp parameter is malformed"
         if int(exp) < (now or time.time()):
             return "the link has expired; ask for the video again to get a fresh link"
-        if not hmac.compare_digest(sig, self.signature(video_id, variant, int(exp))):
+        if not sig.isascii() or not hmac.compare_digest(sig, self.signature(video_id, variant, int(exp))):
             return "the link's signature does not match"
         return None
 

@@ -10,27 +10,23 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import re
 import sys
 from collections.abc import Iterable, Mapping
 from typing import IO, Any
-from urllib.parse import urlsplit
 
 import orjson
 
 from gateway.config import Config, ConfigError
+from gateway.redaction import REDACTED, Redactor, config_secrets
 
-REDACTED = "[redacted]"
 LEVELS = ("debug", "info", "warning", "error")
 FORMATS = ("auto", "json", "text")
 LEVEL_ENV = "SORA_GATEWAY_LOG_LEVEL"
 FORMAT_ENV = "SORA_GATEWAY_LOG_FORMAT"
 HANDLER_NAME = "sora-gateway"
-MIN_SECRET_LENGTH = 4  # shorter values would blank out ordinary words; no real key is that short
+__all__ = ["REDACTED", "JSONFormatter", "RedactingFilter", "Redactor", "TextFormatter", "config_secrets",
+           "configure_logging", "extra_fields"]
 
-_BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=\-]+")
-_API_KEY = re.compile(r"\bsk-[A-Za-z0-9._\-]{3,}")
-_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.\-]*://[^:/@\s]*:)[^@\s/]+@", re.IGNORECASE)
 _RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message", "asctime", "color_message"}  # uvicorn adds a copy of its message with terminal colours
 _CHATTY_LOGGERS = ("httpx", "httpcore")  # one line per upstream call at info level: shown at debug only
@@ -41,39 +37,12 @@ def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in vars(record).items() if k not in _RECORD_FIELDS}
 
 
-class Redactor:
-    """Replaces known secrets and credential-shaped strings in text."""
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        known = sorted({s for s in secrets if len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True)
-        self._known = re.compile("|".join(map(re.escape, known))) if known else None
-
-    def __call__(self, text: str) -> str:
-        if self._known is not None:
-            text = self._known.sub(REDACTED, text)
-        text = _BEARER.sub(r"\g<1>" + REDACTED, text)
-        text = _API_KEY.sub(REDACTED, text)
-        return _URL_PASSWORD.sub(r"\g<1>" + REDACTED + "@", text)
-
-    def value(self, value: Any) -> Any:
-        """A copy of `value` with every string in it redacted; other objects become their redacted `str()`."""
-        if value is None or isinstance(value, (bool, int, float)):
-            return value
-        if isinstance(value, str):
-            return self(value)
-        if isinstance(value, Mapping):
-            return {self.value(k): self.value(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple, set, frozenset)):
-            return [self.value(v) for v in value]
-        return self(str(value))
-
-
 class RedactingFilter(logging.Filter):
     """Scrubs secrets from a record before its handler formats it. Never drops a record."""
 
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
+    def __init__(self, secrets: Iterable[str] | Redactor = ()) -> None:
         super().__init__()
-        self.redact = Redactor(secrets)
+        self.redact = secrets if isinstance(secrets, Redactor) else Redactor(secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
@@ -90,22 +59,6 @@ class RedactingFilter(logging.Filter):
         if record.stack_info:
             record.stack_info = self.redact(record.stack_info)
         return True
-
-
-def config_secrets(config: Config) -> list[str]:
-    """Every secret the config holds in clear."""
-    found = [config.server.signing_secret]
-    found += [k for k in config.server.admin_keys if not k.startswith("sha256:")]
-    for upstream in config.upstreams:
-        found += upstream.keys
-    for url in (config.storage.database, config.storage.redis):
-        try:
-            password = urlsplit(url).password
-        except ValueError:
-            password = None
-        if password:
-            found.append(password)
-    return [s for s in found if s]
 
 
 class JSONFormatter(logging.Formatter):
@@ -133,7 +86,8 @@ class TextFormatter(logging.Formatter):
     """`time level logger: message key=value …`, for a person at a terminal."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line = f"{_timestamp(record)} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        # A request path may hold a decoded %0a: one record must stay one line, or a client could forge lines.
+        line = f"{_timestamp(record)} {record.levelname:<7} {record.name}: {_one_line(record.getMessage())}"
         fields = " ".join(f"{name}={_text_value(value)}" for name, value in extra_fields(record).items())
         if fields:
             line += " " + fields
@@ -149,6 +103,12 @@ class TextFormatter(logging.Formatter):
 def _timestamp(record: logging.LogRecord) -> str:
     moment = dt.datetime.fromtimestamp(record.created, dt.UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _one_line(text: str) -> str:
+    if "\n" not in text and "\r" not in text:
+        return text
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
 
 
 def _text_value(value: Any) -> str:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from typing import Any
 
+import orjson
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -44,6 +46,8 @@ class SimulatorMiddleware:
                 recorder.record(message["status"])
             await send(message)
 
+        if self.settings.quote_key and key:
+            send_recorded = KeyQuoter(send_recorded, key)
         try:
             await self.handle(scope, receive, send_recorded, key, recorder)
         except Exception:
@@ -95,6 +99,64 @@ class SimulatorMiddleware:
         if fault == "flaky" and self.state.next_call_number(key) % 2 == 1:
             return APIError(502, "Bad gateway.", type="server_error", code="bad_gateway")
         return None
+
+
+class KeyQuoter:
+    """Wraps `send` so every error message and failed job in the response quotes the caller's key, in the forms
+    relays have been seen to use (plain, as a bearer header, inside a URL)."""
+
+    def __init__(self, send: Send, key: str) -> None:
+        self.send = send
+        self.quote = f" (key {key}; Authorization: Bearer {key}; see https://relay.example/keys?k={key})"
+        self.start: Message | None = None
+        self.json = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            content_type = dict(message.get("headers", [])).get(b"content-type", b"")
+            self.json = content_type.startswith(b"application/json")
+            if self.json:
+                self.start = message  # held until the body is known: its length changes
+                return
+        elif message["type"] == "http.response.body":
+            message = {**message, "body": self.rewrite(message.get("body", b""))}
+            if self.start is not None:
+                start, self.start = self.start, None
+                headers = [(n, v) for n, v in start.get("headers", []) if n != b"content-length"]
+                headers.append((b"content-length", str(len(message["body"])).encode()))
+                await self.send({**start, "headers": headers})
+        await self.send(message)
+
+    def rewrite(self, body: bytes) -> bytes:
+        if self.json:
+            try:
+                return orjson.dumps(self.quoted(orjson.loads(body))) if body else body
+            except orjson.JSONDecodeError:
+                return body
+        lines = []
+        for line in body.split(b"\n"):
+            if line.startswith(b"data: {"):
+                try:
+                    line = b"data: " + orjson.dumps(self.quoted(orjson.loads(line[6:])))
+                except orjson.JSONDecodeError:
+                    pass
+            lines.append(line)
+        return b"\n".join(lines)
+
+    def quoted(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return [self.quoted(item) for item in value]
+        if not isinstance(value, dict):
+            return value
+        out = {name: self.quoted(item) for name, item in value.items()}
+        error = out.get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            out["error"] = {**error, "message": error["message"] + self.quote}
+        for field in ("content", "reasoning_content"):
+            text = out.get(field)
+            if isinstance(text, str) and ("❌" in text or "失败" in text):
+                out[field] = text.rstrip("\n") + self.quote + "\n\n"
+        return out
 
 
 class CallRecorder:

@@ -18,6 +18,7 @@ class SimulatorSettings:
     faults: str = ""  # fault applied to every key, named like the key prefixes ("" = none)
     retry_after_s: float = 2.0  # retry-after of injected 429s
     slow_s: float = 2.0  # extra delay of the "slow" fault (every call) and "slowcreate" (creates only)
+    quote_key: bool = False  # every error message and failed job quotes the key it was sent, as careless relays do
 
     def __post_init__(self) -> None:
         _check_choice("kind", self.kind, KINDS)

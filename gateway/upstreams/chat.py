@@ -16,22 +16,22 @@ from typing import Any
 import httpx
 import orjson
 
-from gateway.core.images import ImageError, Resolver, checked_addresses, resolve_host
 from gateway.core.upstream import GenerationSpec, JobLost, UpstreamError, UpstreamKey, UpstreamStatus
+from gateway.net import Fetched, FetchError, FetchPolicy, Resolver, open_url, origin_of
 from gateway.observability.metrics import NULL_METRICS, MetricsSink
-from gateway.upstreams.http import error_from_response, read_bounded, transport_error
+from gateway.redaction import NO_SECRETS, Redactor
+from gateway.upstreams.http import clean_status, error_from_response, read_bounded, transport_error
 from gateway.upstreams.relay_families import RelayStreamParser
 
 logger = logging.getLogger(__name__)
 
 MAX_LINE_BYTES = 1024 * 1024
+MAX_MEDIA_BYTES = 1024 * 1024 * 1024  # a finished video (or thumbnail) from a relay link
+MEDIA_TOTAL_S = 600.0
 
 
 class RelayProtocolError(Exception):
     """The relay sent something that is not a readable event stream."""
-
-
-_MAX_REDIRECTS = 3
 
 
 class ChatRelayUpstream:
@@ -46,12 +46,23 @@ class ChatRelayUpstream:
         idle_timeout_s: float = 300.0,
         client: httpx.AsyncClient | None = None,
         metrics: MetricsSink = NULL_METRICS,
-        resolver: Resolver = resolve_host,
+        resolver: Resolver | None = None,
+        redact: Redactor = NO_SECRETS,
+        max_media_bytes: int = MAX_MEDIA_BYTES,
+        media_total_s: float = MEDIA_TOTAL_S,
+        media_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         """`timeout_s` bounds each HTTP call up to its response headers; `idle_timeout_s` is how long an open
         relay stream may stay silent (relays often report progress only every 30 s or so); `resolver` checks
-        where the relay's media links point."""
+        where the relay's media links point, and a media download stops at `max_media_bytes` or after
+        `media_total_s`; `redact` knows every configured secret."""
         self._resolver = resolver
+        self._redact = redact
+        self._max_media_bytes = max_media_bytes
+        self._media_total_s = media_total_s
+        self._media_transport = media_transport
+        own = origin_of(base_url)
+        self._own_origin = frozenset({own}) if own else frozenset()
         self.name = name
         self.metrics = metrics
         self.base_url = base_url.rstrip("/")
@@ -90,7 +101,7 @@ class ChatRelayUpstream:
 
         if not response.is_success:
             body = await read_bounded(response)
-            raise error_from_response(response, body, secrets=(key.secret,))
+            raise error_from_response(response, body, upstream=self.name, redact=self._redact, secrets=(key.secret,))
 
         upstream_id = f"relay_{uuid.uuid4().hex}"
         self._streams[upstream_id] = response
@@ -104,12 +115,12 @@ class ChatRelayUpstream:
         try:
             async for chunk in _chunks(response):
                 for status in parser.feed(chunk):
-                    yield status
+                    yield clean_status(status, self._redact, (key.secret,))
                     if status.done:
                         return
-            yield parser.finish()
+            yield clean_status(parser.finish(), self._redact, (key.secret,))
         except (httpx.HTTPError, httpx.StreamError, RelayProtocolError) as exc:
-            yield parser.abort(f"relay stream broke off: {type(exc).__name__}")
+            yield clean_status(parser.abort(f"relay stream broke off: {type(exc).__name__}"), self._redact)
         finally:
             await response.aclose()
 
@@ -119,43 +130,24 @@ class ChatRelayUpstream:
         url = {"video": final.video_url, "thumbnail": final.thumbnail_url}.get(variant)
         if not url:
             return None
-        # Relay links are public URLs: the upstream key is not sent along. Each hop is checked, so a relay's
-        # output cannot make the gateway fetch (and then serve) an internal address.
-        for _ in range(_MAX_REDIRECTS + 1):
-            await self._check_media_host(url, variant)
-            request = self._client.build_request("GET", url, timeout=httpx.Timeout(self._timeout_s))
-            try:
-                with self.metrics.upstream_call(self.name, key.label, "download") as call:
-                    response = await self._client.send(request, stream=True)
-                    call.status = response.status_code
-            except httpx.HTTPError as exc:
-                raise transport_error(exc, f"{variant} download") from None
-            if not response.is_redirect:
-                break
-            await response.aclose()
-            url = str(response.url.join(response.headers.get("location", "")))
-        else:
-            raise UpstreamError(f"the relay's {variant} link redirects more than {_MAX_REDIRECTS} times", status=502)
-        if not response.is_success:
-            body = await read_bounded(response)
-            raise error_from_response(response, body)
-        return _body(response, variant)
-
-    async def _check_media_host(self, url: str, variant: str) -> None:
-        """Media may come from the relay's own host (as configured) or from public addresses only."""
+        # Relay links are public URLs: the upstream key is not sent along. They go through the fetch guard like
+        # any URL from outside, so a relay's output cannot make the gateway fetch (and serve) an internal
+        # address; only the relay's own configured origin (scheme, host and port) need not be public.
+        policy = FetchPolicy(max_bytes=self._max_media_bytes, timeout_s=self._timeout_s, total_s=self._media_total_s,
+                             what=f"the relay's {variant} link", allowed_origins=self._own_origin)
         try:
-            parsed = httpx.URL(url)
-        except httpx.InvalidURL:
-            raise UpstreamError(f"the relay's {variant} link is not a valid URL", status=400) from None
-        if parsed.scheme not in ("http", "https"):
-            raise UpstreamError(f"the relay's {variant} link is not an http(s) URL", status=400)
-        if parsed.host == httpx.URL(self.base_url).host:
-            return
-        try:
-            await checked_addresses(parsed.host, self._resolver)
-        except ImageError:
-            raise UpstreamError(f"the relay's {variant} link points at a non-public address; it was not fetched",
-                                status=400) from None
+            with self.metrics.upstream_call(self.name, key.label, "download") as call:
+                fetched = await open_url(url, policy, resolver=self._resolver, transport=self._media_transport)
+                call.status = fetched.status_code
+        except FetchError as exc:
+            raise UpstreamError(f"upstream {self.name}: {self._redact.outside_text(str(exc), (key.secret,))}",
+                                status=502) from None
+        if not fetched.response.is_success:
+            status = fetched.status_code
+            await fetched.aclose()
+            raise UpstreamError(f"upstream {self.name}: the relay's {variant} link answered HTTP {status}",
+                                status=status if status in (401, 403, 404) else 502)
+        return _body(fetched, self.name)
 
     async def aclose(self) -> None:
         streams, self._streams = self._streams, {}
@@ -223,11 +215,11 @@ async def _lines(response: httpx.Response) -> AsyncIterator[str]:
         yield pending.rstrip(b"\r").decode("utf-8", "replace")
 
 
-async def _body(response: httpx.Response, variant: str) -> AsyncIterator[bytes]:
+async def _body(fetched: Fetched, upstream: str) -> AsyncIterator[bytes]:
     try:
-        async for data in response.aiter_bytes():
+        async for data in fetched.chunks():
             yield data
-    except httpx.HTTPError as exc:
-        raise transport_error(exc, f"{variant} download") from None
+    except FetchError as exc:
+        raise UpstreamError(f"upstream {upstream}: {exc}", status=502) from None
     finally:
-        await response.aclose()
+        await fetched.aclose()

@@ -5,18 +5,24 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 import httpx
 import orjson
 
-from gateway.core.upstream import UpstreamError
+from gateway.core.upstream import UpstreamError, UpstreamStatus
+from gateway.redaction import NO_SECRETS, Redactor
 
 MAX_ERROR_BODY = 64 * 1024
-_MAX_MESSAGE = 500
-# Upstreams like to echo credentials back ("Incorrect API key provided: sk-..."); keep them out of errors.
-_TOKEN_LIKE = re.compile(r"\b(?:sk|ak|key|tok)[-_][A-Za-z0-9_\-*.]{6,}|\bBearer\s+\S+", re.IGNORECASE)
+_MAX_MESSAGE = 300
+RELAYED_STATUSES = frozenset({400, 404, 409, 413, 415, 422})
+_STATUS_WORDS = {401: "refused the key (HTTP 401)", 403: "refused the key (HTTP 403)",
+                 429: "rate limited the key (HTTP 429)"}
+_CODE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+_PARAM = re.compile(r"[A-Za-z0-9_.\[\]\-]{1,64}")
+_REFERENCE = re.compile(r"[A-Za-z0-9_.:\-]{1,80}")
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
@@ -65,25 +71,46 @@ async def read_bounded(response: httpx.Response, limit: int = MAX_ERROR_BODY) ->
 
 
 def error_from_response(
-    response: httpx.Response, body: bytes, *, secrets: Iterable[str] = ()
+    response: httpx.Response, body: bytes, *, upstream: str = "upstream", redact: Redactor = NO_SECRETS,
+    secrets: Iterable[str] = (),
 ) -> UpstreamError:
     """An UpstreamError for a non-2xx answer, reading OpenAI's `{"error": {...}}` envelope when there is one."""
-    return error_from_status(response.status_code, response.reason_phrase, response.headers, body, secrets=secrets)
+    return error_from_status(response.status_code, response.reason_phrase, response.headers, body,
+                             upstream=upstream, redact=redact, secrets=secrets)
 
 
 def error_from_status(
-    status: int, reason: str | None, headers: Mapping[str, str], body: bytes, *, secrets: Iterable[str] = ()
+    status: int, reason: str | None, headers: Mapping[str, str], body: bytes, *, upstream: str = "upstream",
+    redact: Redactor = NO_SECRETS, secrets: Iterable[str] = (),
 ) -> UpstreamError:
-    """The same, for any HTTP client: the status, reason phrase, headers and (bounded) body of the answer."""
-    message, code, param = _describe(body)
-    message = redact(message or reason or "no details", secrets)
-    return UpstreamError(
-        f"upstream answered HTTP {status}: {message}",
-        status=status,
-        retry_after=parse_retry_after(headers),
-        code=code,
-        param=param,
-    )
+    """The same, for any HTTP client: the status, reason phrase, headers and (bounded) body of the answer.
+
+    The message is in the gateway's words: which upstream, which status, the upstream's request id as a
+    reference. Only a request-level refusal (400, 404, 409, 413, 415, 422) carries the upstream's own text,
+    since it tells the client what to change, and that text is redacted and bounded first. An upstream that
+    quotes the key back in a 401 or a 5xx therefore has nothing of it reach an error, an admin view or a log.
+    """
+    text, code, param = _describe(body)
+    message = _STATUS_WORDS.get(status) or f"answered HTTP {status}"
+    message = f"upstream {upstream} {message}"
+    secrets = tuple(secrets)
+    reference = _token(headers.get("x-request-id"), _REFERENCE, redact, secrets)
+    if reference:
+        message += f" [ref {reference}]"
+    if status in RELAYED_STATUSES:
+        message += ": " + redact.outside_text(text or reason or "no details", secrets, _MAX_MESSAGE)
+    return UpstreamError(message, status=status, retry_after=parse_retry_after(headers),
+                         code=_token(code, _CODE, redact, secrets), param=_token(param, _PARAM, redact, secrets))
+
+
+def clean_status(status: UpstreamStatus, redact: Redactor, secrets: Iterable[str] = ()) -> UpstreamStatus:
+    """A status whose failure code and reason are fit to show: the reason redacted, the code a plain token."""
+    if status.error_message is None and status.error_code is None:
+        return status
+    secrets = tuple(secrets)
+    message = redact.outside_text(status.error_message, secrets, _MAX_MESSAGE) if status.error_message else None
+    code = _token(status.error_code, _CODE, redact, secrets) or ("upstream_error" if status.error_code else None)
+    return replace(status, error_code=code, error_message=message or None)
 
 
 def transport_error(exc: Exception, what: str = "upstream request") -> UpstreamError:
@@ -92,12 +119,11 @@ def transport_error(exc: Exception, what: str = "upstream request") -> UpstreamE
     return UpstreamError(f"{what} failed: {type(exc).__name__}")
 
 
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    text = _TOKEN_LIKE.sub("***", text)
-    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
+def _token(value: str | None, pattern: re.Pattern[str], redact: Redactor, secrets: Iterable[str]) -> str | None:
+    """An upstream's code, param or request id, kept only when it looks like one (never free text, never a key)."""
+    if value is None or not pattern.fullmatch(value):
+        return None
+    return value if redact(value, secrets) == value else None
 
 
 def _describe(body: bytes) -> tuple[str | None, str | None, str | None]:

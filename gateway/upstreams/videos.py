@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,7 +12,8 @@ import orjson
 from gateway.core.faults import is_refusal
 from gateway.core.upstream import GenerationSpec, UpstreamError, UpstreamKey, UpstreamStatus
 from gateway.observability.metrics import NULL_METRICS, MetricsSink
-from gateway.upstreams.http import error_from_status
+from gateway.redaction import NO_SECRETS, Redactor
+from gateway.upstreams.http import clean_status, error_from_status
 from gateway.upstreams.list_poll import PAGE_SIZE, ListPoller
 
 MAX_CONNECTIONS = 128  # per upstream
@@ -37,8 +39,11 @@ class VideosUpstream:
         timeout_s: float,
         poll_interval_s: float,
         metrics: MetricsSink = NULL_METRICS,
+        redact: Redactor = NO_SECRETS,
     ) -> None:
+        """`redact` knows every configured secret: each upstream error and failed job passes through it."""
         self.name = name
+        self.redact = redact
         self.base_url = base_url.rstrip("/")
         self.poll_interval_s = poll_interval_s
         self.metrics = metrics
@@ -76,7 +81,10 @@ class VideosUpstream:
         return video["id"]
 
     async def status(self, upstream_id: str, key: UpstreamKey) -> UpstreamStatus:
-        return to_status(await self._call("GET", f"/videos/{upstream_id}", key))
+        return self._status(await self._call("GET", f"/videos/{upstream_id}", key), key)
+
+    def _status(self, video: dict[str, Any], key: UpstreamKey) -> UpstreamStatus:
+        return clean_status(to_status(video), self.redact, (key.secret,))
 
     def track(self, upstream_id: str, key: UpstreamKey) -> AsyncIterator[UpstreamStatus]:
         """Status snapshots until terminal. All jobs of a key share one list call per poll interval; a transient
@@ -85,7 +93,8 @@ class VideosUpstream:
         if poller is None:
             poller = self._pollers[key.label] = ListPoller(
                 lambda after: self._call("GET", "/videos", key, params=_page(after)),
-                lambda job_id: self.status(job_id, key), to_status, self.poll_interval_s)
+                lambda job_id: self.status(job_id, key), lambda video: self._status(video, key),
+                self.poll_interval_s)
         return poller.follow(upstream_id)
 
     async def download(
@@ -100,7 +109,7 @@ class VideosUpstream:
                 call.status = response.status
         except (aiohttp.ClientError, TimeoutError) as exc:
             self._download_gate.release()
-            raise UpstreamError(f"content download failed: {type(exc).__name__}") from None
+            raise UpstreamError(f"upstream {self.name} content download failed: {type(exc).__name__}") from None
         except BaseException:
             self._download_gate.release()
             raise
@@ -110,7 +119,7 @@ class VideosUpstream:
             self._download_gate.release()
             if response.status in (400, 404) and variant != "video":
                 return None
-            raise error_from_status(response.status, response.reason, response.headers, body)
+            raise self._error(response.status, response.reason, response.headers, body, key)
         return _Body(response, self._download_gate)
 
     async def aclose(self) -> None:
@@ -134,7 +143,7 @@ class VideosUpstream:
         except aiohttp.ClientError as exc:
             raise UpstreamError(f"upstream {self.name} connection failed: {type(exc).__name__}") from None
         if status >= 400:
-            raise error_from_status(status, reason, headers, body[:_MAX_ERROR_BODY])
+            raise self._error(status, reason, headers, body[:_MAX_ERROR_BODY], key)
         try:
             decoded = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -143,22 +152,28 @@ class VideosUpstream:
             raise UpstreamError(f"upstream {self.name} answered with an unexpected body", status=502)
         return decoded
 
+    def _error(self, status: int, reason: str | None, headers: Any, body: bytes, key: UpstreamKey) -> UpstreamError:
+        return error_from_status(status, reason, headers, body, upstream=self.name, redact=self.redact,
+                                 secrets=(key.secret,))
+
 
 def to_status(video: dict[str, Any]) -> UpstreamStatus:
     status = video.get("status")
-    if status not in ("queued", "in_progress", "completed", "failed"):
+    if not isinstance(status, str) or status not in ("queued", "in_progress", "completed", "failed"):
         status = "in_progress"
     progress = video.get("progress")
-    progress = float(progress) if isinstance(progress, (int, float)) else 0.0
+    progress = float(progress) if isinstance(progress, (int, float)) and math.isfinite(progress) else 0.0
+    progress = min(max(progress, 0.0), 100.0)
     if status != "failed":
         return UpstreamStatus(status, 100.0 if status == "completed" else progress)
     error = video.get("error") if isinstance(video.get("error"), dict) else {}
-    code = error.get("code") or "upstream_error"
+    code = error.get("code") if isinstance(error.get("code"), str) and error.get("code") else "upstream_error"
+    message = error.get("message") if isinstance(error.get("message"), str) else None
     return UpstreamStatus(
         "failed",
         progress,
         error_code=code,
-        error_message=error.get("message") or "the upstream reported a failed video",
+        error_message=message or "the upstream reported a failed video",
         refused=is_refusal(code),
     )
 
