@@ -278,3 +278,21 @@ def test_a_status_fan_out_failure_is_not_told_to_the_client_as_nothing_charged(s
     assert completion.model_extra["video"]["status"] == "completed"
     usage = sdk(gateway).get("/usage", cast_to=httpx.Response).json()
     assert usage["total"]["cost_usd"] == 0.4
+
+
+# The fault table: a key that keeps timing out rests -----------------------------------------------------------
+
+async def test_a_key_that_keeps_timing_out_stops_getting_new_jobs_for_a_while():
+    from gateway.core.faults import STRIKES_TO_REST, Operation, decide
+    from gateway.core.keypool import KeyPool
+
+    pool = KeyPool.from_secrets("sim", ("sk-slow-1", "sk-good-2"), 10, LocalCoordinator())
+    slow = pool.states[0]
+    timeout = decide(Operation.SUBMIT, None)
+    for _ in range(STRIKES_TO_REST):
+        await pool.failed(slow, timeout.key, "timed out")
+    assert slow.state(time.monotonic()) == "cooling"
+    slot = await pool.acquire()
+    assert slot.key.label == pool.states[1].key.label
+    pool.succeeded(slow)  # a success later clears its record
+    assert slow.strikes == 0

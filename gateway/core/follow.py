@@ -6,7 +6,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 
 from gateway.core.errors import UpstreamFailed, UpstreamTimeout
-from gateway.core.faults import Action, Operation, backoff_s, decide
+from gateway.core.faults import Action, Decision, Operation, backoff_s, decide
 from gateway.core.keypool import KeyPool
 from gateway.core.live import FollowedJob
 from gateway.core.records import JobRecord
@@ -18,34 +18,36 @@ DOWNLOAD_ATTEMPTS = 4
 OnStatus = Callable[[UpstreamStatus], Awaitable[None]]
 
 
-async def follow(job: FollowedJob, budget_s: float, limit_s: float, on_status: OnStatus) -> UpstreamStatus:
-    """Read the upstream's reports until a final one; `on_status` sees each report before it.
-
-    `budget_s` (what is left of the job's `limit_s`) bounds only the generation: storing the result afterwards
-    has its own limits, so a video that is ready just in time is still delivered. Raises UpstreamTimeout or
-    UpstreamFailed.
-    """
-    try:
-        async with asyncio.timeout(max(budget_s, 0.0)):
-            async for status in job.upstream.track(job.record.upstream_job_id, job.slot.key):
-                if status.done:
-                    return status
-                await on_status(status)
-    except TimeoutError:
-        raise UpstreamTimeout(f"the video was not ready within {limit_s:g} s") from None
-    except JobLost as exc:
-        raise UpstreamFailed(f"the upstream job was lost: {exc}") from None
-    except UpstreamError as exc:
-        raise UpstreamFailed(f"the upstream job could not be followed: {exc.message}") from None
-    raise UpstreamFailed("the upstream stopped reporting on the job")
-
-
-class Storing:
-    """Copies a finished job's files into the video store, retrying reads as the fault table says."""
+class Follower:
+    """Follows a job's upstream to its end and copies what it made into the video store. Every failed upstream
+    call counts against the job's key as the fault table says."""
 
     def __init__(self, store: VideoStore, pools: Mapping[str, KeyPool]) -> None:
         self.store = store
         self.pools = pools
+
+    async def follow(self, job: FollowedJob, budget_s: float, limit_s: float, on_status: OnStatus) -> UpstreamStatus:
+        """Read the upstream's reports until a final one; `on_status` sees each report before it.
+
+        `budget_s` (what is left of the job's `limit_s`) bounds only the generation: storing the result
+        afterwards has its own limits, so a video that is ready just in time is still delivered. Raises
+        UpstreamTimeout or UpstreamFailed.
+        """
+        try:
+            async with asyncio.timeout(max(budget_s, 0.0)):
+                async for status in job.upstream.track(job.record.upstream_job_id, job.slot.key):
+                    if status.done:
+                        return status
+                    await on_status(status)
+        except TimeoutError:
+            raise UpstreamTimeout(f"the video was not ready within {limit_s:g} s") from None
+        except JobLost as exc:
+            raise UpstreamFailed(f"the upstream job was lost: {exc}") from None
+        except UpstreamError as exc:  # a dialect whose job is its stream (a relay) reports a broken one here
+            operation = Operation.STREAM if job.upstream.kind == "chat" else Operation.POLL
+            await self._count(job, operation, exc)
+            raise UpstreamFailed(f"the upstream job could not be followed: {exc.message}") from None
+        raise UpstreamFailed("the upstream stopped reporting on the job")
 
     async def video(self, job: FollowedJob, final: UpstreamStatus) -> None:
         """Store the video; raises UpstreamFailed when it cannot be had."""
@@ -58,14 +60,18 @@ class Storing:
                 await self.store.save(record.id, "video", chunks)
                 return
             except UpstreamError as exc:
-                decision = decide(Operation.DOWNLOAD, exc.status, getattr(upstream, "faults", None))
-                pool = self.pools.get(record.upstream)
-                state = pool.get(key.label) if pool is not None else None
-                if pool is not None and state is not None:
-                    await pool.failed(state, decision.key, exc.message, exc.retry_after)
+                decision = await self._count(job, Operation.DOWNLOAD, exc)
                 if decision.action is Action.GONE or attempt == DOWNLOAD_ATTEMPTS:
                     raise UpstreamFailed(f"the finished video could not be downloaded: {exc.message}") from None
                 await asyncio.sleep(backoff_s(attempt))
+
+    async def _count(self, job: FollowedJob, operation: Operation, exc: UpstreamError) -> Decision:
+        decision = decide(operation, exc.status, getattr(job.upstream, "faults", None))
+        pool = self.pools.get(job.record.upstream)
+        state = pool.get(job.slot.key.label) if pool is not None else None
+        if pool is not None and state is not None:
+            await pool.failed(state, decision.key, exc.message, exc.retry_after)
+        return decision
 
     async def preview(self, record: JobRecord, upstream: Upstream, key: UpstreamKey, final: UpstreamStatus,
                       variant: str) -> bool:

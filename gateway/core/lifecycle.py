@@ -27,7 +27,7 @@ from gateway.core.dispatch import Dispatcher
 from gateway.core.errors import ContentRefused, GatewayError, UpstreamFailed
 from gateway.core.feed import JobHandle
 from gateway.core.flights import Flights
-from gateway.core.follow import Storing, follow
+from gateway.core.follow import Follower
 from gateway.core.keypool import KeyPool
 from gateway.core.leases import Leases
 from gateway.core.live import FollowedJob, LiveJobs
@@ -82,7 +82,7 @@ class Lifecycle:
         self.flights = flights
         self.metrics = metrics
         self.dispatcher = Dispatcher(upstreams, pools, settings)
-        self.storing = Storing(store, pools)
+        self.follower = Follower(store, pools)
         self.store = store
         self.leases = Leases(coordinator, live, pools, db, self.resume)
         self._ping_interval_s = ping_interval_s
@@ -215,8 +215,8 @@ class Lifecycle:
         record = job.record
         limit = self.settings(record.upstream).job_timeout_s
         try:
-            final = await follow(job, limit - (time.time() - record.created_at), limit,
-                                 lambda status: self._progress(job, status))
+            final = await self.follower.follow(job, limit - (time.time() - record.created_at), limit,
+                                               lambda status: self._progress(job, status))
             if final.status != "completed":
                 await self._finish(job, "failed", final.error_code or "upstream_error",
                                    final.error_message or "the upstream reported a failure", refused=final.refused)
@@ -247,9 +247,9 @@ class Lifecycle:
 
     async def _store(self, job: FollowedJob, final: UpstreamStatus) -> None:
         record = job.record
-        await self.storing.video(job, final)
+        await self.follower.video(job, final)
         # the thumbnail comes with the video; a spritesheet is fetched when first asked for (`fetch_preview`)
-        record.has_thumbnail = await self.storing.preview(record, job.upstream, job.slot.key, final, "thumbnail")
+        record.has_thumbnail = await self.follower.preview(record, job.upstream, job.slot.key, final, "thumbnail")
         current = await self.db.get_job(record.id)  # a delete may have come through another instance
         if record.deleted or (current is not None and current.deleted):
             record.deleted = True  # deleted while it ran: accounted for as usual, but nothing is kept
@@ -263,7 +263,7 @@ class Lifecycle:
         state = pool.get(record.upstream_key) if pool else None
         if upstream is None or state is None or not record.upstream_job_id:
             return False
-        return await self.storing.preview(record, upstream, state.key, UpstreamStatus("completed", 100.0), variant)
+        return await self.follower.preview(record, upstream, state.key, UpstreamStatus("completed", 100.0), variant)
 
     # -- close the row, settle or refund, let go ------------------------------------------------------------
 

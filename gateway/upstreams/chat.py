@@ -120,7 +120,9 @@ class ChatRelayUpstream:
                         return
             yield clean_status(parser.finish(), self._redact, (key.secret,))
         except (httpx.HTTPError, httpx.StreamError, RelayProtocolError) as exc:
-            yield clean_status(parser.abort(f"relay stream broke off: {type(exc).__name__}"), self._redact)
+            if not parser.conclusive:  # the fault table's relay-stream row decides what it means for the key
+                raise UpstreamError(f"relay stream broke off: {type(exc).__name__}") from None
+            yield clean_status(parser.finish(), self._redact, (key.secret,))
         finally:
             await response.aclose()
 

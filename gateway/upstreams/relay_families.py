@@ -235,10 +235,15 @@ class RelayStreamParser:
             self._final = self._conclusion()
         return self._final
 
+    @property
+    def conclusive(self) -> bool:
+        """Whether what was read so far decides the job (a link, a failure, a refusal) if the stream ends now."""
+        return self._final is not None or bool(self._video_url or self._failure_lines or self._content_filtered)
+
     def abort(self, message: str) -> UpstreamStatus:
         """The stream broke off: conclude from what was read if that is conclusive, else fail with `message`."""
         if self._final is None:
-            if self._video_url or self._failure_lines or self._content_filtered:
+            if self.conclusive:
                 return self.finish()
             self._final = self._failed("upstream_error", message)
         return self._final
