@@ -24,6 +24,7 @@ from gateway.api.errors import (
 )
 from gateway.api.inputs import InputGuardMiddleware
 from gateway.api.middleware import RequestIdMiddleware
+from gateway.api.shapes import video_object
 from gateway.backends.coordination import LocalCoordinator
 from gateway.backends.database import open_database
 from gateway.backends.quota_memory import MemoryQuotaStore
@@ -45,6 +46,7 @@ from gateway.core.retention import Retention
 from gateway.core.service import VideoService
 from gateway.core.signing import LinkSigner
 from gateway.core.upstream import Upstream
+from gateway.core.webhooks import Webhooks
 from gateway.observability.metrics import NULL_METRICS, Metrics, MetricsSink, TimedDatabase
 from gateway.redaction import NO_SECRETS, Redactor, config_secrets
 from gateway.upstreams.videos import VideosUpstream
@@ -112,13 +114,15 @@ class Gateway:
         self.live = LiveJobs(self.db, self.coordinator)
         self.accounting = Accounting(self.quotas, self.db, self.metrics)
         self.flights = Flights(self.live, self.coordinator, new_video_id)
+        self.webhooks = Webhooks(self.db, lambda: self.config, lambda r: video_object(r, self.signer.expiry()),
+                                 self.metrics)
         self.lifecycle = Lifecycle(
             db=self.db, live=self.live, coordinator=self.coordinator, upstreams=self.upstreams, pools=self.pools,
             settings=self.upstream_settings, store=self.store, accounting=self.accounting, flights=self.flights,
-            metrics=self.metrics, ping_interval_s=lambda: self.config.server.ping_interval_s)
+            webhooks=self.webhooks, metrics=self.metrics, ping_interval_s=lambda: self.config.server.ping_interval_s)
         limits = ImageLimits(max_bytes=config.server.image_max_bytes, timeout_s=config.server.image_timeout_s)
         self.videos = VideoService(config, self.db, self.store, self.live, self.lifecycle, self.flights,
-                                   self.accounting, self.upstream_settings, limits, self.metrics)
+                                   self.accounting, self.upstream_settings, limits, self.webhooks, self.metrics)
         self.retention = Retention(self.db, self.store, lambda: self.config.cache.ttl_s, self.videos.forget)
         self.metrics.watch(self.pools, lambda: [job.record.status for job in self.live.followed.values()])
 
@@ -144,6 +148,7 @@ class Gateway:
             every(lambda: KEY_USE_FLUSH_S, self.flush_key_use, "key last-used flush"), name="key-last-used"))
         self._background.append(asyncio.create_task(
             every(self.retention.interval_s, self.retention.sweep, "store sweep"), name="store-sweep"))
+        self._background.append(asyncio.create_task(self.webhooks.run(), name="webhook-sender"))
         with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):  # only the main thread can
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_sighup)
 
@@ -291,6 +296,7 @@ def create_app(config: Config) -> Starlette:
         Route("/admin/keys/{key_id}", admin.revoke_key, methods=["DELETE"]),
         Route("/admin/usage", admin.usage_report),
         Route("/admin/store", admin.store_usage),
+        Route("/admin/webhooks", admin.webhook_deliveries),
         Route("/admin/reload", admin.reload_config, methods=["POST"]),
         Route("/admin/upstreams/{upstream}/keys/{label}/enable", admin.enable_upstream_key, methods=["POST"]),
     ]

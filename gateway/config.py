@@ -5,6 +5,8 @@ collected before giving up, so `sora-gateway check-config` can list them line by
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 import tomllib
@@ -50,6 +52,9 @@ class ServerConfig:
     image_max_bytes: int = 20 * 1024 * 1024
     image_timeout_s: float = 10.0
     metrics_public: bool = False  # metrics name teams and key fingerprints: admin key unless opened up
+    webhook_timeout_s: float = 10.0  # one delivery attempt
+    webhook_retry_s: float = 5.0  # the first retry's delay; each later one doubles it (capped at an hour)
+    webhook_retry_for_s: float = 86_400.0  # an event undelivered this long after it happened is given up
     log_level: str = "info"
     log_format: str = "auto"
 
@@ -128,6 +133,8 @@ class TeamConfig:
     keys: tuple[str, ...] = ()
     models: tuple[str, ...] = ()
     quotas: QuotaConfig = QuotaConfig()
+    webhook_url: str = ""  # every finished job of the team is announced here
+    webhook_secret: str = field(default="", repr=False)  # whsec_…: signs the team's deliveries
 
     def may_use(self, model: str) -> bool:
         return not self.models or model in self.models
@@ -283,6 +290,9 @@ class _Reader:
             image_max_bytes=self.get(t, p, "image_max_bytes", int, d.image_max_bytes, _positive),
             image_timeout_s=self.get(t, p, "image_timeout_s", float, d.image_timeout_s, _positive),
             metrics_public=self.get(t, p, "metrics_public", bool, d.metrics_public),
+            webhook_timeout_s=self.get(t, p, "webhook_timeout_s", float, d.webhook_timeout_s, _positive),
+            webhook_retry_s=self.get(t, p, "webhook_retry_s", float, d.webhook_retry_s, _positive),
+            webhook_retry_for_s=self.get(t, p, "webhook_retry_for_s", float, d.webhook_retry_for_s, _positive),
             log_level=self.get(t, p, "log_level", str, d.log_level, _one_of("debug", "info", "warning", "error")),
             log_format=self.get(t, p, "log_format", str, d.log_format, _one_of("auto", "json", "text")),
         )
@@ -421,7 +431,7 @@ class _Reader:
             if not isinstance(t, dict):
                 self.fail(p, "must be a table")
                 continue
-            self.unknown_keys(t, p, ("name", "keys", "models", "quotas"))
+            self.unknown_keys(t, p, ("name", "keys", "models", "quotas", "webhook_url", "webhook_secret"))
             name = self.get(t, p, "name", str, "", _non_empty)
             if "name" not in t:
                 self.fail(f"{p}.name", "is required")
@@ -440,7 +450,13 @@ class _Reader:
             for j, m in enumerate(models):
                 if m not in model_names:
                     self.fail(f"{p}.models[{j}]", f"no model named {m!r} (known: {', '.join(sorted(model_names))})")
-            out.append(TeamConfig(name=name, keys=keys, models=models, quotas=self.quotas(t.get("quotas", {}), p)))
+            webhook_url = self.get(t, p, "webhook_url", str, "", _http_url_or_empty)
+            webhook_secret = self.get(t, p, "webhook_secret", str, "", _webhook_secret)
+            if webhook_url and not webhook_secret:
+                self.fail(f"{p}.webhook_secret", "is required with webhook_url: it signs the deliveries"
+                          " (whsec_ followed by base64, e.g. from ${TEAM_WEBHOOK_SECRET})")
+            out.append(TeamConfig(name=name, keys=keys, models=models, quotas=self.quotas(t.get("quotas", {}), p),
+                                  webhook_url=webhook_url, webhook_secret=webhook_secret))
         return tuple(out)
 
     def quotas(self, t: Any, team_prefix: str) -> QuotaConfig:
@@ -508,6 +524,24 @@ def _one_of(*allowed: str) -> Callable[[str], str | None]:
 
 def _http_url(v: str) -> str | None:
     return None if re.match(r"^https?://[^/\s]+", v) else f"must be an http:// or https:// URL, got {v!r}"
+
+
+def _http_url_or_empty(v: str) -> str | None:
+    return None if not v else _http_url(v)
+
+
+def _webhook_secret(v: str) -> str | None:
+    if not v:
+        return None
+    if not v.startswith("whsec_"):
+        return "must start with 'whsec_' followed by base64 (the Standard Webhooks secret format)"
+    try:
+        raw = base64.b64decode(v[len("whsec_"):] + "==", validate=False)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) < 16:
+        return "must hold at least 16 bytes of base64 after 'whsec_' (e.g. whsec_ + 32 random bytes, base64)"
+    return None
 
 
 def _database_url(v: str) -> str | None:

@@ -294,8 +294,10 @@ def _identity(data: bytes | None) -> Iterator[bytes]:
 
 async def open_url(url: str, policy: FetchPolicy, *, resolver: Resolver | None = None,
                    transport: httpx.AsyncBaseTransport | None = None,
-                   headers: dict[str, str] | None = None) -> Fetched:
-    """GET `url` under `policy`, following redirects through the same checks; the caller reads the body."""
+                   headers: dict[str, str] | None = None, method: str = "GET",
+                   content: bytes | None = None) -> Fetched:
+    """Request `url` under `policy` (a GET unless told otherwise), following redirects through the same checks
+    (a redirected POST is not sent again: its answer is the 3xx); the caller reads the body."""
     resolver = resolver or resolve_host
     target = parse_http_url(url, policy.what)
     deadline = time.monotonic() + policy.deadline_s
@@ -307,9 +309,9 @@ async def open_url(url: str, policy: FetchPolicy, *, resolver: Resolver | None =
                 trusted = origin_of(target) in policy.allowed_origins
                 addresses = await checked_addresses(host_of(target), resolver, policy.what,
                                                     require_public=not trusted)
-                response = await _connect(client, target, addresses, policy, headers or {})
+                response = await _connect(client, target, addresses, policy, headers or {}, method, content)
                 location = response.headers.get("location")
-                if response.status_code in REDIRECT_STATUSES and location:
+                if response.status_code in REDIRECT_STATUSES and location and method == "GET":
                     await response.aclose()
                     target = _redirect_target(target, location, policy.what)
                     continue
@@ -340,12 +342,13 @@ async def fetch_bytes(url: str, policy: FetchPolicy, *, resolver: Resolver | Non
 
 
 async def _connect(client: httpx.AsyncClient, url: httpx.URL, addresses: list[str], policy: FetchPolicy,
-                   headers: dict[str, str]) -> httpx.Response:
+                   headers: dict[str, str], method: str = "GET", content: bytes | None = None) -> httpx.Response:
     """Send the request to the first checked address that accepts a connection."""
     error: Exception | None = None
     for address in addresses:
         try:
-            return await client.send(_pinned_request(client, url, address, policy, headers), stream=True)
+            request = _pinned_request(client, url, address, policy, headers, method, content)
+            return await client.send(request, stream=True)
         except httpx.ConnectError as exc:
             error = exc
         except httpx.TimeoutException:
@@ -358,7 +361,7 @@ async def _connect(client: httpx.AsyncClient, url: httpx.URL, addresses: list[st
 
 
 def _pinned_request(client: httpx.AsyncClient, url: httpx.URL, address: str, policy: FetchPolicy,
-                    headers: dict[str, str]) -> httpx.Request:
+                    headers: dict[str, str], method: str = "GET", content: bytes | None = None) -> httpx.Request:
     """A request for `url` whose connection goes to `address`; Host and TLS still use the URL's name."""
     host = host_of(url)
     extensions: dict[str, str] = {}
@@ -366,8 +369,9 @@ def _pinned_request(client: httpx.AsyncClient, url: httpx.URL, address: str, pol
         # httpcore uses this for SNI and for hostname verification of the certificate.
         extensions["sni_hostname"] = host
     return client.build_request(
-        "GET",
+        method,
         url.copy_with(host=address),
+        content=content,
         headers={
             **headers,
             "Host": url.netloc.decode("ascii"),

@@ -86,6 +86,7 @@ def config_secrets(config: Any) -> list[str]:
     found += [k for k in config.server.admin_keys if not k.startswith("sha256:")]
     for upstream in config.upstreams:
         found += upstream.keys
+    found += [team.webhook_secret for team in config.teams]
     for url in (config.storage.database, config.storage.redis):
         try:
             password = urlsplit(url).password

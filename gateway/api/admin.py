@@ -121,3 +121,9 @@ async def reload_config(request: Request) -> Response:
         raise APIError(400, "The config file is invalid, so the running config stays in force: "
                        + "; ".join(exc.problems), code="invalid_config") from None
     return JSONResponse({"reloaded": True, "source": gw.config.source, "changes": changes})
+
+
+async def webhook_deliveries(request: Request) -> Response:
+    """GET /admin/webhooks: counts by state, and every undelivered event with its attempts and last error."""
+    require_admin(request)
+    return JSONResponse(await services(request).webhooks.pending())

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -28,6 +29,7 @@ from gateway.core.progress import ProgressLines
 from gateway.core.records import JobRecord, is_terminal
 from gateway.core.request import ChatOptions, build_video_request, parse_chat_body, resolve_model
 from gateway.core.service import Generation
+from gateway.core.webhooks import check_request_url
 from gateway.ids import unique_id
 
 # How a job that failed reads to a client, by the error code the job ended with.
@@ -48,6 +50,9 @@ async def chat_completions(request: Request) -> Response:
     if gw.config.chat.ui_tasks == "answer" and (task := ui_tasks.match(body)) is not None:
         return await answer_ui_task(gw, principal, model, alias, body, task, request_id(request))
     video_request, options = build_video_request(body, model, gw.config.server.max_prompt_chars)
+    if body.get("webhook_url") is not None:
+        video_request = replace(video_request, webhook_url=await check_request_url(
+            body["webhook_url"], principal.team, gw.webhooks.resolver))
     del body  # a large body (an inline image) is not kept alive while the video is made
     control = CacheControl.parse(request.headers.get("cache-control"))
     generation = await gw.videos.generate(principal, video_request, request_id(request), control)

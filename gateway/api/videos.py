@@ -33,6 +33,7 @@ from gateway.core.service import Generation
 from gateway.core.signing import parse_link_token
 from gateway.core.store import MEDIA_TYPES
 from gateway.core.upstream import ImageInput
+from gateway.core.webhooks import check_request_url
 from gateway.errors import APIError, bad_request
 
 DEFAULT_MODEL = "sora-2"  # what OpenAI uses when a create names no model
@@ -78,6 +79,7 @@ async def create_video(request: Request) -> Response:
         size=check_size(params.get("size"), model),
         seconds=check_seconds(params.get("seconds"), model),
         user=_user(params),
+        webhook_url=await _webhook_url(gw, principal, params),
     )
     image = await _input_reference(gw, params.get("input_reference"))
     control = CacheControl.parse(request.headers.get("cache-control"))
@@ -97,6 +99,11 @@ def _prompt(params: dict[str, Any], limit: int) -> str:
     if not isinstance(prompt, str) or not prompt.strip():
         raise bad_request("'prompt' is required: a non-empty string describing the video.", param="prompt")
     return check_prompt(prompt, limit, "prompt")
+
+
+async def _webhook_url(gw, principal, params: dict[str, Any]) -> str | None:
+    url = params.get("webhook_url")
+    return None if url is None or url == "" else await check_request_url(url, principal.team, gw.webhooks.resolver)
 
 
 def _user(params: dict[str, Any]) -> str | None:
@@ -376,7 +383,8 @@ async def remix_video(request: Request) -> Response:
         raise APIError(403, f"Your team may not use the model '{source.model}' of this video. Ask your platform"
                             " team to allow it.", code="model_not_allowed", param="video_id")
     video_request = VideoRequest(model=model, prompt=prompt, size=source.size, seconds=source.seconds,
-                                 remix_of=source.id, user=_user(params))
+                                 remix_of=source.id, user=_user(params),
+                                 webhook_url=await _webhook_url(gw, principal, params))
     control = CacheControl.parse(request.headers.get("cache-control"))
     generation = await gw.videos.generate(principal, video_request, request_id(request), control)
     request.state.cache, request.state.job = generation.cache, generation.record

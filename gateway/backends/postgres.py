@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 
 from gateway.backends.group_commit import GroupCommit
-from gateway.core.records import ACTIVE_STATES, JobRecord, KeyRecord, LedgerRow
+from gateway.core.records import ACTIVE_STATES, JobRecord, KeyRecord, LedgerRow, WebhookEvent
 
 MIGRATIONS: tuple[tuple[int, str], ...] = (
     (1, """
@@ -47,6 +47,18 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         CREATE INDEX ledger_job ON ledger (job_id);
     """),
     (2, "ALTER TABLE jobs ADD COLUMN reservation_id text"),
+    (3, """
+        ALTER TABLE jobs ADD COLUMN webhook_url text;
+        CREATE TABLE webhook_outbox (
+            id text PRIMARY KEY, team text NOT NULL, url text NOT NULL, type text NOT NULL, body text NOT NULL,
+            created_at double precision NOT NULL, job_id text, attempts integer NOT NULL DEFAULT 0,
+            next_attempt_at double precision NOT NULL DEFAULT 0, delivered_at double precision,
+            failed_at double precision, last_status integer, last_error text,
+            claimed_until double precision NOT NULL DEFAULT 0
+        );
+        CREATE INDEX webhook_due ON webhook_outbox (next_attempt_at)
+            WHERE delivered_at IS NULL AND failed_at IS NULL;
+    """),
 )
 
 _MIGRATIONS_TABLE = """
@@ -81,6 +93,9 @@ _JOBS = _column_list(_JOB_COLUMNS)
 _KEYS = _column_list(_KEY_COLUMNS)
 _LEDGER = _column_list(_LEDGER_COLUMNS)
 
+_WEBHOOKS = _column_list(WebhookEvent.columns())
+_INSERT_WEBHOOK = (f"INSERT INTO webhook_outbox ({_WEBHOOKS}) VALUES ({_placeholders(len(WebhookEvent.columns()))})"
+                   " ON CONFLICT (id) DO NOTHING")
 _INSERT_JOB = f"INSERT INTO jobs ({_JOBS}) VALUES ({_placeholders(len(_JOB_COLUMNS))})"
 _UPSERT_LEDGER = (
     f"INSERT INTO ledger ({_LEDGER}) VALUES ({_placeholders(len(_LEDGER_COLUMNS))})"
@@ -147,7 +162,8 @@ class PostgresDatabase:
             if ledger is not None:
                 await conn.execute(_UPSERT_LEDGER, *(getattr(ledger, n) for n in _LEDGER_COLUMNS))
 
-    async def finish_job(self, job_id: str, changes: dict[str, Any], outcome: str, cost_usd: float) -> bool:
+    async def finish_job(self, job_id: str, changes: dict[str, Any], outcome: str, cost_usd: float,
+                         events: tuple[WebhookEvent, ...] = ()) -> bool:
         """Record a job's end and close its pending ledger row in one transaction.
 
         Only an unfinished job is finished: False means it had ended already, and nothing was changed.
@@ -161,7 +177,42 @@ class PostgresDatabase:
                 outcome, cost_usd, changes.get("upstream"), changes.get("upstream_key"),
                 changes["completed_at"], job_id,
             )
+            if events:
+                await conn.executemany(_INSERT_WEBHOOK, [e.values() for e in events])
         return True
+
+    # webhook outbox
+    async def enqueue_webhooks(self, events: tuple[WebhookEvent, ...]) -> None:
+        if events:
+            await self.pool.executemany(_INSERT_WEBHOOK, [e.values() for e in events])
+
+    async def claim_webhooks(self, now: float, lease_s: float, limit: int) -> list[WebhookEvent]:
+        """Due events, each leased to this instance for `lease_s`: another instance skips them meanwhile."""
+        rows = await self.pool.fetch(
+            "UPDATE webhook_outbox SET claimed_until = $1 WHERE id IN (SELECT id FROM webhook_outbox"
+            " WHERE delivered_at IS NULL AND failed_at IS NULL AND next_attempt_at <= $2 AND claimed_until <= $2"
+            f" ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING {_WEBHOOKS}",
+            now + lease_s, now, limit)
+        return [WebhookEvent(**dict(r)) for r in rows]
+
+    async def webhook_attempted(self, event_id: str, *, status: int | None, error: str | None,
+                                delivered_at: float | None, next_attempt_at: float | None,
+                                failed_at: float | None) -> None:
+        await self.pool.execute(
+            "UPDATE webhook_outbox SET attempts = attempts + 1, last_status = $1, last_error = $2,"
+            " delivered_at = $3, next_attempt_at = COALESCE($4, next_attempt_at), failed_at = $5,"
+            " claimed_until = 0 WHERE id = $6", status, error, delivered_at, next_attempt_at, failed_at, event_id)
+
+    async def webhook_events(self, limit: int) -> list[WebhookEvent]:
+        rows = await self.pool.fetch(f"SELECT {_WEBHOOKS} FROM webhook_outbox WHERE delivered_at IS NULL"
+                                     " ORDER BY created_at DESC LIMIT $1", limit)
+        return [WebhookEvent(**dict(r)) for r in rows]
+
+    async def webhook_counts(self) -> dict[str, int]:
+        row = await self.pool.fetchrow(
+            "SELECT COUNT(*) FILTER (WHERE delivered_at IS NOT NULL), COUNT(*) FILTER (WHERE failed_at IS NOT NULL),"
+            " COUNT(*) FILTER (WHERE delivered_at IS NULL AND failed_at IS NULL) FROM webhook_outbox")
+        return {"delivered": int(row[0]), "failed": int(row[1]), "pending": int(row[2])}
 
     async def advance_job(self, job_id: str, **changes: Any) -> bool:
         async with self.pool.acquire() as conn:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.backends.group_commit import GroupCommit
-from gateway.core.records import ACTIVE_STATES, JobRecord, KeyRecord, LedgerRow
+from gateway.core.records import ACTIVE_STATES, JobRecord, KeyRecord, LedgerRow, WebhookEvent
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -44,7 +44,17 @@ CREATE TABLE IF NOT EXISTS ledger (
 );
 CREATE INDEX IF NOT EXISTS ledger_team_time ON ledger (team, time);
 CREATE INDEX IF NOT EXISTS ledger_job ON ledger (job_id);
+CREATE TABLE IF NOT EXISTS webhook_outbox (
+    id TEXT PRIMARY KEY, team TEXT NOT NULL, url TEXT NOT NULL, type TEXT NOT NULL, body TEXT NOT NULL,
+    created_at REAL NOT NULL, job_id TEXT, attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0, delivered_at REAL, failed_at REAL, last_status INTEGER,
+    last_error TEXT, claimed_until REAL NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS webhook_due ON webhook_outbox (next_attempt_at) WHERE delivered_at IS NULL
+    AND failed_at IS NULL;
 """
+# Columns added after a table was first created: (table, column, definition).
+_ADDED_COLUMNS = (("jobs", "webhook_url", "TEXT"),)
 
 _JOB_COLUMNS = JobRecord.columns()
 LOCK_WAIT_S = 5.0
@@ -63,6 +73,10 @@ class SQLiteDatabase:
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute("PRAGMA busy_timeout=0")
         self.conn.executescript(SCHEMA)
+        for table, column, definition in _ADDED_COLUMNS:
+            present = {row["name"] for row in self.conn.execute(f"PRAGMA table_info({table})")}
+            if column not in present:
+                self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
         self._ledger_writer: GroupCommit[LedgerRow] = GroupCommit(self._ledger_insert_many)
 
     async def close(self) -> None:
@@ -98,7 +112,8 @@ class SQLiteDatabase:
 
         await self._write(insert)
 
-    async def finish_job(self, job_id: str, changes: dict[str, Any], outcome: str, cost_usd: float) -> bool:
+    async def finish_job(self, job_id: str, changes: dict[str, Any], outcome: str, cost_usd: float,
+                         events: tuple[WebhookEvent, ...] = ()) -> bool:
         """Record a job's end and close its pending ledger row in one transaction.
 
         Only an unfinished job is finished: False means it had ended already, and nothing was changed.
@@ -113,9 +128,47 @@ class SQLiteDatabase:
                     (outcome, cost_usd, changes.get("upstream"), changes.get("upstream_key"),
                      changes["completed_at"], job_id),
                 )
+                self._enqueue(events)
             return True
 
         return await self._write(finish)
+
+    # webhook outbox
+    def _enqueue(self, events: tuple[WebhookEvent, ...]) -> None:
+        names = WebhookEvent.columns()
+        self.conn.executemany(f"INSERT OR IGNORE INTO webhook_outbox ({', '.join(names)})"
+                              f" VALUES ({', '.join('?' for _ in names)})", [e.values() for e in events])
+
+    async def enqueue_webhooks(self, events: tuple[WebhookEvent, ...]) -> None:
+        await self._write(lambda: self._enqueue(events))
+
+    async def claim_webhooks(self, now: float, lease_s: float, limit: int) -> list[WebhookEvent]:
+        names = ", ".join(WebhookEvent.columns())
+        rows = await self._write(lambda: self.conn.execute(
+            "UPDATE webhook_outbox SET claimed_until = ? WHERE id IN (SELECT id FROM webhook_outbox"
+            " WHERE delivered_at IS NULL AND failed_at IS NULL AND next_attempt_at <= ? AND claimed_until <= ?"
+            f" ORDER BY next_attempt_at LIMIT ?) RETURNING {names}", (now + lease_s, now, now, limit)).fetchall())
+        return [WebhookEvent(**dict(r)) for r in rows]
+
+    async def webhook_attempted(self, event_id: str, *, status: int | None, error: str | None,
+                                delivered_at: float | None, next_attempt_at: float | None,
+                                failed_at: float | None) -> None:
+        await self._write(lambda: self.conn.execute(
+            "UPDATE webhook_outbox SET attempts = attempts + 1, last_status = ?, last_error = ?, delivered_at = ?,"
+            " next_attempt_at = COALESCE(?, next_attempt_at), failed_at = ?, claimed_until = 0 WHERE id = ?",
+            (status, error, delivered_at, next_attempt_at, failed_at, event_id)))
+
+    async def webhook_events(self, limit: int) -> list[WebhookEvent]:
+        names = ", ".join(WebhookEvent.columns())
+        rows = self.conn.execute(f"SELECT {names} FROM webhook_outbox WHERE delivered_at IS NULL"
+                                 " ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall()
+        return [WebhookEvent(**dict(r)) for r in rows]
+
+    async def webhook_counts(self) -> dict[str, int]:
+        row = self.conn.execute(
+            "SELECT SUM(delivered_at IS NOT NULL), SUM(failed_at IS NOT NULL),"
+            " SUM(delivered_at IS NULL AND failed_at IS NULL) FROM webhook_outbox").fetchone()
+        return {"delivered": int(row[0] or 0), "failed": int(row[1] or 0), "pending": int(row[2] or 0)}
 
     async def advance_job(self, job_id: str, **changes: Any) -> bool:
         return await self._write(lambda: self._advance(job_id, changes))

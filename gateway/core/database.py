@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from gateway.core.records import JobRecord, KeyRecord, LedgerRow
+from gateway.core.records import JobRecord, KeyRecord, LedgerRow, WebhookEvent
 
 
 class Database(Protocol):
@@ -21,8 +21,10 @@ class Database(Protocol):
     async def advance_job(self, job_id: str, **changes: Any) -> bool:
         """Change a job that is still running; False (and nothing changed) when it has ended already."""
 
-    async def finish_job(self, job_id: str, changes: dict[str, Any], outcome: str, cost_usd: float) -> bool:
-        """End a running job and close its pending ledger row in one transaction; False when it had ended."""
+    async def finish_job(self, job_id: str, changes: dict[str, Any], outcome: str, cost_usd: float,
+                         events: tuple[WebhookEvent, ...] = ()) -> bool:
+        """End a running job, close its pending ledger row and put its webhook events in the outbox, in one
+        transaction; False (and nothing written) when it had ended already."""
 
     async def update_job(self, job_id: str, **changes: Any) -> None: ...
     async def get_job(self, job_id: str) -> JobRecord | None: ...
@@ -48,3 +50,16 @@ class Database(Protocol):
     async def usage_groups(self, team: str | None, since: float | None, until: float | None,
                            group: str) -> list[tuple]:
         """(group value, requests, videos, video seconds, USD) per group, summed by the database."""
+
+    # webhook outbox
+    async def enqueue_webhooks(self, events: tuple[WebhookEvent, ...]) -> None: ...
+    async def claim_webhooks(self, now: float, lease_s: float, limit: int) -> list[WebhookEvent]:
+        """Due events, leased to the caller for `lease_s`, so one delivery is in flight per event."""
+
+    async def webhook_attempted(self, event_id: str, *, status: int | None, error: str | None,
+                                delivered_at: float | None, next_attempt_at: float | None,
+                                failed_at: float | None) -> None: ...
+    async def webhook_events(self, limit: int) -> list[WebhookEvent]:
+        """Undelivered events (pending and given up), newest first."""
+
+    async def webhook_counts(self) -> dict[str, int]: ...

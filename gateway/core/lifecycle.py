@@ -17,6 +17,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 from gateway.config import UpstreamConfig
 from gateway.core.accounting import Accounting, ledger_row, rate_headers
@@ -32,10 +33,11 @@ from gateway.core.keypool import KeyPool
 from gateway.core.leases import Leases
 from gateway.core.live import FollowedJob, LiveJobs
 from gateway.core.periodic import every
-from gateway.core.records import JobRecord
+from gateway.core.records import JobRecord, WebhookEvent
 from gateway.core.request import VideoRequest
 from gateway.core.store import VideoStore
 from gateway.core.upstream import GenerationSpec, ImageInput, Upstream, UpstreamStatus
+from gateway.core.webhooks import Webhooks
 from gateway.observability.metrics import MetricsSink
 
 log = logging.getLogger("gateway.jobs")
@@ -71,7 +73,7 @@ class _EndedElsewhere(Exception):
 class Lifecycle:
     def __init__(self, *, db: Database, live: LiveJobs, coordinator: Coordinator, upstreams: Mapping[str, Upstream],
                  pools: Mapping[str, KeyPool], settings: UpstreamSettings, store: VideoStore,
-                 accounting: Accounting, flights: Flights, metrics: MetricsSink,
+                 accounting: Accounting, flights: Flights, webhooks: Webhooks, metrics: MetricsSink,
                  ping_interval_s: Callable[[], float]) -> None:
         self.db = db
         self.live = live
@@ -80,6 +82,7 @@ class Lifecycle:
         self.settings = settings
         self.accounting = accounting
         self.flights = flights
+        self.webhooks = webhooks
         self.metrics = metrics
         self.dispatcher = Dispatcher(upstreams, pools, settings)
         self.follower = Follower(store, pools)
@@ -126,6 +129,7 @@ class Lifecycle:
             upstream_model=model.upstream_model, prompt=request.prompt, size=request.size, seconds=request.seconds,
             created_at=time.time(), cache_key=cache_key, remixed_from=remix_source.id if remix_source else None,
             request_id=request_id, user=request.user, price=request.price, reservation_id=admission.reservation_id,
+            webhook_url=request.webhook_url,
         )
         row = ledger_row(principal, request, request_id, "pending")
         row.job_id = record.id
@@ -275,7 +279,9 @@ class Lifecycle:
         changes = {"status": status, "progress": record.progress, "error_code": code, "error_message": message,
                    "refused": refused, "completed_at": now, "has_thumbnail": record.has_thumbnail,
                    "upstream": record.upstream, "upstream_key": record.upstream_key}
-        closed = await self._close_row(record.id, changes, outcome, record.price if outcome == "completed" else 0.0)
+        events = self.webhooks.for_job(replace(record, **changes))  # written with the row: announced exactly once
+        closed = await self._close_row(record.id, changes, outcome, record.price if outcome == "completed" else 0.0,
+                                       events)
         if not closed:  # another instance ended it first: its accounting stands
             log.info("job already finished elsewhere", extra={"job_id": record.id})
             await self._ended_elsewhere(job)
@@ -283,6 +289,8 @@ class Lifecycle:
         record.status, record.error_code, record.error_message = status, code, message
         record.refused, record.completed_at = refused, now
         log.info("job finished", extra={"job_id": record.id, "status": status, "error_code": code})
+        if events:
+            self.webhooks.wake()
         self.metrics.job_finished(record.upstream or "", outcome, now - record.created_at)
         try:
             await self.accounting.close(record)
@@ -290,13 +298,14 @@ class Lifecycle:
             log.error("quota settle failed", extra={"job_id": record.id, "error": type(exc).__name__})
         await self._let_go(job)
 
-    async def _close_row(self, job_id: str, changes: dict, outcome: str, cost: float) -> bool:
+    async def _close_row(self, job_id: str, changes: dict, outcome: str, cost: float,
+                         events: tuple[WebhookEvent, ...]) -> bool:
         """Close the job and its ledger row, retrying while the database is away; only a shutdown stops it
         (the job then stays active and is finished after the restart)."""
         attempt = 0
         while True:
             try:
-                return await self.db.finish_job(job_id, changes, outcome, cost)
+                return await self.db.finish_job(job_id, changes, outcome, cost, events)
             except Exception as exc:  # noqa: BLE001
                 attempt += 1
                 log.error("job end not written yet; retrying", extra={"job_id": job_id, "error": type(exc).__name__})

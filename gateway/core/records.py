@@ -52,6 +52,7 @@ class JobRecord:
     has_thumbnail: bool = False
     deleted: bool = False
     reservation_id: str | None = None  # the quota reservation this job holds until it ends
+    webhook_url: str | None = None  # where this request asked to hear of the job's end (besides its team's URL)
 
     @property
     def done(self) -> bool:
@@ -93,3 +94,30 @@ class LedgerRow:
     upstream: str | None = None
     upstream_key: str | None = None
     latency_ms: float | None = None
+
+
+@dataclass(slots=True)
+class WebhookEvent:
+    """One event in the webhook outbox: delivered at least once to `url`, with `id` as its `webhook-id`."""
+
+    id: str  # evt_…
+    team: str
+    url: str
+    type: str  # video.completed | video.failed
+    body: str  # the JSON body, exactly as signed and sent
+    created_at: float
+    job_id: str | None = None
+    attempts: int = 0
+    next_attempt_at: float = 0.0
+    delivered_at: float | None = None
+    failed_at: float | None = None
+    last_status: int | None = None
+    last_error: str | None = None
+
+    @classmethod
+    def columns(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    def values(self) -> tuple:
+        return tuple(getattr(self, name) for name in self.columns())
+

@@ -23,6 +23,7 @@ class VideoRequest:
     image_url: str | None = None
     remix_of: str | None = None  # the gateway id of an earlier video this one remixes
     user: str | None = None
+    webhook_url: str | None = None  # checked by `gateway.core.webhooks.check_request_url` before it gets here
 
     @property
     def price(self) -> float:

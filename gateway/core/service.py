@@ -7,6 +7,7 @@ which reserves, records, submits and accounts for it.
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ from gateway.core.records import JobRecord
 from gateway.core.request import VideoRequest
 from gateway.core.store import VideoStore
 from gateway.core.upstream import ImageInput
+from gateway.core.webhooks import Webhooks
 from gateway.observability.metrics import MetricsSink
 
 _CLAIM_MARGIN_S = 60  # a cross-instance flight claim outlives the longest job by this much
@@ -50,7 +52,7 @@ class Generation:
 class VideoService:
     def __init__(self, config: Config, db: Database, store: VideoStore, live: LiveJobs, lifecycle: Lifecycle,
                  flights: Flights, accounting: Accounting, settings: UpstreamSettings, image_limits: ImageLimits,
-                 metrics: MetricsSink) -> None:
+                 webhooks: Webhooks, metrics: MetricsSink) -> None:
         self.config = config
         self.db = db
         self.store = store
@@ -60,7 +62,9 @@ class VideoService:
         self.accounting = accounting
         self.settings = settings
         self.image_limits = image_limits
+        self.webhooks = webhooks
         self.metrics = metrics
+        self._announcing: set[asyncio.Task] = set()
         # Finished results recently served, so a burst of hits costs no database read or file stat.
         self._hits: TTLCache[str, JobRecord] = TTLCache(maxsize=10_000, ttl=min(5.0, config.cache.ttl_s))
 
@@ -94,6 +98,8 @@ class VideoService:
             if found is not None:
                 self.metrics.cache_result("hit")
                 headers = await self.accounting.admit_hit(principal, request, request_id, found.id)
+                if request.webhook_url:
+                    await self.webhooks.enqueue((self.webhooks.for_request(found, team, request.webhook_url),))
                 return Generation(found, None, "hit", headers)
         if key is None or not control.lookup or not control.store:
             # no-cache starts a job of its own (still saved for later hits); no-store keeps it out entirely
@@ -112,7 +118,21 @@ class VideoService:
             return leader[0]
         self.metrics.cache_result("joined")
         headers = await self.accounting.admit_hit(principal, request, request_id, handle.record.id)
+        if request.webhook_url:
+            self._announce_when_done(handle, team, request.webhook_url)
         return Generation(handle.record, handle, "joined", headers)
+
+    def _announce_when_done(self, handle: JobHandle, team: str, url: str) -> None:
+        """A join's own webhook: sent when the shared job ends (kept in memory until then, unlike a job's own
+        events, which are written with the job's end)."""
+        async def announce() -> None:
+            async for _ in handle.changes():
+                pass
+            await self.webhooks.enqueue((self.webhooks.for_request(handle.record, team, url),))
+
+        task = asyncio.create_task(announce(), name=f"webhook-join-{handle.record.id}")
+        self._announcing.add(task)
+        task.add_done_callback(self._announcing.discard)
 
     async def _new_job(self, principal: Principal, request: VideoRequest, request_id: str,
                        image: ImageInput | None, remix_source: JobRecord | None, key: str | None,

@@ -119,6 +119,9 @@ class MetricsSink:
 
     def ui_task(self, ui: str, task: str) -> None: ...
 
+    def webhook_delivery(self, outcome: str) -> None:
+        """One delivery attempt: delivered, retry (it failed and will be tried again) or failed (given up)."""
+
 
 NULL_METRICS = MetricsSink()
 
@@ -157,6 +160,11 @@ class Metrics(MetricsSink):
                                        buckets=_LEDGER_BUCKETS, registry=r)
         self.ui_tasks = Counter("sora_gateway_ui_tasks", "Chat UI housekeeping requests (titles, tags, follow-ups,"
                                 " …) answered without a video, by UI and task.", ["ui", "task"], registry=r)
+        self.webhooks = Counter("sora_gateway_webhook_deliveries", "Webhook delivery attempts by outcome:"
+                                " delivered, retry (failed, to be tried again) or failed (given up).", ["outcome"],
+                                registry=r)
+        for outcome in ("delivered", "retry", "failed"):
+            self.webhooks.labels(outcome)
         for result in CACHE_RESULTS:
             self.cache.labels(result)
         for limit in LIMITS:
@@ -204,6 +212,9 @@ class Metrics(MetricsSink):
 
     def ui_task(self, ui: str, task: str) -> None:
         self.ui_tasks.labels(ui, task).inc()
+
+    def webhook_delivery(self, outcome: str) -> None:
+        self.webhooks.labels(outcome).inc()
 
     def quota_rejected(self, limit: str) -> None:
         self.quota_rejections.labels(limit).inc()
