@@ -13,7 +13,8 @@ from tests.support import base_config, to_toml
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "q3Vt8-signing-K2pW7xZr"
 EXAMPLE_ENV = {"GATEWAY_SIGNING_SECRET": SECRET, "GATEWAY_ADMIN_KEY": "sk-admin-7Hq2mX9pLw4v", "RELAY_A_KEY_1": "k1",
-               "RELAY_A_KEY_2": "k2", "RELAY_B_KEY": "k3"}
+               "RELAY_A_KEY_2": "k2", "RELAY_B_KEY": "k3",
+               "MARKETING_WEBHOOK_SECRET": "whsec_" + "c2VjcmV0LWZvci10aGUtd2ViaG9va3MtMDEyMzQ1Njc="}
 
 
 def check_config(path: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -119,3 +120,18 @@ def test_check_config_refuses_guessable_admin_keys_and_signing_secrets(tmp_path,
     path.write_text(to_toml(raw))
     result = check_config(path)
     assert result.returncode != 0 and problem in result.stdout + result.stderr
+
+
+def test_a_team_webhook_needs_a_secret_of_the_standard_format(tmp_path):
+    base = (ROOT / "config/example.toml").read_text()
+    env = {**EXAMPLE_ENV, "MARKETING_WEBHOOK_SECRET": "hunter2"}
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, base), env=env)
+    assert any(p.startswith("teams[0].webhook_secret: must start with 'whsec_'") for p in err.value.problems)
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "gateway.toml"
+    path.write_text(text)
+    return path
+
