@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
-from gateway.api import admin, chat, health, models, usage, videos
+from gateway.api import admin, chat, dashboard, health, models, usage, videos
 from gateway.api.access import AccessMiddleware
 from gateway.api.errors import (
     api_error_handler,
@@ -297,6 +297,9 @@ def create_app(config: Config) -> Starlette:
         Route("/admin/usage", admin.usage_report),
         Route("/admin/store", admin.store_usage),
         Route("/admin/webhooks", admin.webhook_deliveries),
+        Route("/dashboard", dashboard.page),
+        Route("/dashboard/api/summary", dashboard.summary_data),
+        Route("/dashboard/{asset}", dashboard.asset),
         Route("/admin/reload", admin.reload_config, methods=["POST"]),
         Route("/admin/upstreams/{upstream}/keys/{label}/enable", admin.enable_upstream_key, methods=["POST"]),
     ]

@@ -362,6 +362,27 @@ class PostgresDatabase:
             f" FROM ledger WHERE {' AND '.join(where)} GROUP BY g ORDER BY g", *params)
         return [tuple(r) for r in rows]
 
+    async def usage_by_day(self, team: str | None, since: float, group: str) -> list[tuple]:
+        """(day, group value, videos, video seconds, USD) per day and team or model, completed requests only."""
+        params: list = [since]
+        where = "time >= $1 AND outcome = 'completed'"
+        if team:
+            params.append(team)
+            where += " AND team = $2"
+        rows = await self.pool.fetch(
+            f"SELECT {_PG_GROUPS['day']} AS d, {_PG_GROUPS[group]} AS g, COUNT(*), SUM(seconds), SUM(cost_usd)"
+            f" FROM ledger WHERE {where} GROUP BY d, g ORDER BY d, g", *params)
+        return [tuple(r) for r in rows]
+
+    async def recent_failures(self, team: str | None, limit: int) -> list[JobRecord]:
+        if team is None:
+            rows = await self.pool.fetch(f"SELECT {_JOBS} FROM jobs WHERE status = 'failed'"
+                                         " ORDER BY completed_at DESC LIMIT $1", limit)
+        else:
+            rows = await self.pool.fetch(f"SELECT {_JOBS} FROM jobs WHERE status = 'failed' AND team = $2"
+                                         " ORDER BY completed_at DESC LIMIT $1", limit, team)
+        return [_job(r) for r in rows]
+
 
 _PG_GROUPS = {"day": "to_char(to_timestamp(time) AT TIME ZONE 'UTC', 'YYYY-MM-DD')", "model": "model",
               "key": "key_id", "team": "team"}

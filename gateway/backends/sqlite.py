@@ -328,6 +328,21 @@ class SQLiteDatabase:
             return [tuple(r) for r in self.conn.execute(sql, params)]
         return await asyncio.to_thread(_read_all, self.path, sql, params)
 
+    async def usage_by_day(self, team: str | None, since: float, group: str) -> list[tuple]:
+        """(day, group value, videos, video seconds, USD) per day and team or model, completed requests only."""
+        where, params = _ledger_filter(team, since, None)
+        sql = (f"SELECT {_SQLITE_GROUPS['day']} AS d, {_SQLITE_GROUPS[group]} AS g, COUNT(*), SUM(seconds),"
+               f" SUM(cost_usd) FROM ledger WHERE {where} AND outcome = 'completed' GROUP BY d, g ORDER BY d, g")
+        if self.path == ":memory:":
+            return [tuple(r) for r in self.conn.execute(sql, params)]
+        return await asyncio.to_thread(_read_all, self.path, sql, params)
+
+    async def recent_failures(self, team: str | None, limit: int) -> list[JobRecord]:
+        where, params = ("status = 'failed'", []) if team is None else ("status = 'failed' AND team = ?", [team])
+        rows = self.conn.execute(f"SELECT * FROM jobs WHERE {where} ORDER BY completed_at DESC LIMIT ?",
+                                 (*params, limit)).fetchall()
+        return [_job(r) for r in rows]
+
 
 _SQLITE_GROUPS = {"day": "strftime('%Y-%m-%d', time, 'unixepoch')", "model": "model", "key": "key_id", "team": "team"}
 
