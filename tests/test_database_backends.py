@@ -93,7 +93,7 @@ FULL = JobRecord(
     upstream_key="relay-a#2", upstream_job_id="video_up_1", error_code="moderation",
     error_message="refused: unsafe", refused=True, completed_at=1_700_000_456.125, cache_key="ck_1",
     remixed_from="video_source", request_id="req_1", user="user-42", price=1.2,
-    has_thumbnail=True, deleted=True, reservation_id="res_1",
+    has_thumbnail=True, deleted=True, reservation_id="res_1", webhook_url="https://hooks.example/v",
 )
 
 
@@ -382,3 +382,27 @@ async def test_update_job_rejects_unknown_columns(postgres_schema: str) -> None:
         assert await db.get_job("video_1") == job("video_1")
     finally:
         await db.close()
+
+
+async def test_a_webhook_event_is_written_with_the_jobs_end_and_leased_to_one_sender(database: Database) -> None:
+    from gateway.core.records import WebhookEvent
+
+    await database.insert_job(job("video_1", status="in_progress"))
+    event = WebhookEvent(id="evt_1", team="alpha", url="https://hooks.example/v", type="video.completed",
+                         body='{"id": "evt_1"}', created_at=100.0, job_id="video_1", next_attempt_at=100.0)
+    changes = {"status": "completed", "completed_at": 101.0}
+    assert await database.finish_job("video_1", changes, "completed", 0.4, (event,))
+    assert not await database.finish_job("video_1", changes, "completed", 0.4, (replace(event, id="evt_2"),))
+    [claimed] = await database.claim_webhooks(now=102.0, lease_s=60.0, limit=10)
+    assert claimed == event
+    assert await database.claim_webhooks(now=103.0, lease_s=60.0, limit=10) == []  # leased: nobody else sends it
+    await database.webhook_attempted("evt_1", status=500, error="HTTP 500", delivered_at=None,
+                                     next_attempt_at=110.0, failed_at=None)
+    assert await database.claim_webhooks(now=105.0, lease_s=60.0, limit=10) == []  # not due yet
+    [again] = await database.claim_webhooks(now=111.0, lease_s=60.0, limit=10)
+    assert (again.id, again.attempts, again.last_status) == ("evt_1", 1, 500)
+    await database.webhook_attempted("evt_1", status=200, error=None, delivered_at=112.0, next_attempt_at=None,
+                                     failed_at=None)
+    assert await database.claim_webhooks(now=1_000.0, lease_s=60.0, limit=10) == []
+    assert await database.webhook_counts() == {"delivered": 1, "failed": 0, "pending": 0}
+
