@@ -140,7 +140,6 @@ class Lifecycle:
             raise
         job = FollowedJob(JobHandle(record))
         self.live.followed[record.id] = job
-        await self._claim(record.id)
         spec = GenerationSpec(upstream_model=model.upstream_model, prompt=request.prompt, size=request.size,
                               seconds=request.seconds, image=image,
                               remix_of=remix_source.upstream_job_id if remix_source else None)
@@ -160,6 +159,7 @@ class Lifecycle:
     async def _submit_and_follow(self, job: FollowedJob, spec: GenerationSpec, names: tuple[str, ...],
                                  pinned: str | None) -> None:
         record = job.record
+        await self._claim(record.id)  # here, not in start(): a caller that goes away cannot leave it unclaimed
         try:
             submitted = await self.dispatcher.submit(spec, names, pinned)
         except GatewayError as exc:
@@ -200,8 +200,10 @@ class Lifecycle:
         if handle is None:
             handle = JobHandle(record)
         else:  # clients here were watching it: they keep their handle, which takes the database's record
+            seen = handle.record.progress if handle.record.status == record.status else 0.0
             for name in JobRecord.columns():
                 setattr(handle.record, name, getattr(record, name))
+            handle.record.progress = max(seen, record.progress)  # the database's copy is the coarser one
         job = FollowedJob(handle)
         self.live.followed[record.id] = job
         pool, adapter = self.pools.get(record.upstream), self.upstreams.get(record.upstream)
