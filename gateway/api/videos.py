@@ -20,8 +20,9 @@ from typing import Any
 from starlette.datastructures import UploadFile
 from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import Response
 
+from gateway.api import content
 from gateway.api.common import JSONResponse, authenticate, bounded_stream, read_json, request_id, services
 from gateway.api.shapes import public_status, video_object
 from gateway.core.cache import CacheControl
@@ -303,14 +304,16 @@ async def _content(request: Request, variant: str, signed: tuple[str, str] | Non
     if record.status != "completed":
         raise APIError(409, f"Video '{video_id}' is not ready: its status is {record.status}. Retrieve it until"
                             " the status is 'completed'.", code="video_not_ready")
-    path = gw.store.local_path(video_id, variant)
-    if not path.is_file() and variant == "spritesheet":
-        await gw.lifecycle.fetch_preview(record, variant)
-    if not path.is_file():
+    meta = await gw.store.stat(video_id, variant)
+    if meta is None and variant == "spritesheet" and await gw.lifecycle.fetch_preview(record, variant):
+        meta = await gw.store.stat(video_id, variant)
+    if meta is None:
         raise APIError(404, f"Video '{video_id}' has no {variant} content: the upstream that made it did not"
                             f" provide one.", code="not_found", param="variant")
-    return FileResponse(path, media_type=MEDIA_TYPES[variant], content_disposition_type="inline",
-                        headers={"cache-control": "private, max-age=3600"})
+    storage = gw.config.storage
+    if storage.serve == "redirect":
+        return await content.redirect(gw.store, video_id, variant, storage.redirect_ttl_s)
+    return await content.serve(request, gw.store, video_id, variant, meta)
 
 
 async def _content_record(request: Request, video_id: str, variant: str,
