@@ -26,6 +26,9 @@ FORMATS = ("auto", "json", "text")
 LEVEL_ENV = "SORA_GATEWAY_LOG_LEVEL"
 FORMAT_ENV = "SORA_GATEWAY_LOG_FORMAT"
 HANDLER_NAME = "sora-gateway"
+# where the object stores' own tools read their secrets from: scrubbed too, should an error ever quote one
+STORE_SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_KEY",
+                    "AZURE_STORAGE_SAS_KEY", "AZURE_STORAGE_TOKEN", "AZURE_CLIENT_SECRET", "GOOGLE_SERVICE_ACCOUNT_KEY")
 MIN_SECRET_LENGTH = 4  # shorter values would blank out ordinary words; no real key is that short
 
 _BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=\-]+")
@@ -105,6 +108,7 @@ def config_secrets(config: Config) -> list[str]:
             password = None
         if password:
             found.append(password)
+    found += [os.environ.get(name, "") for name in STORE_SECRET_ENV]
     return [s for s in found if s]
 
 
