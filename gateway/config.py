@@ -307,7 +307,7 @@ class _Reader:
             redis_prefix=self.get(t, p, "redis_prefix", str, d.redis_prefix, _non_empty),
             videos_dir=self.get(t, p, "videos_dir", str, d.videos_dir, _non_empty),
             videos=self.get(t, p, "videos", str, d.videos, _video_store_url),
-            videos_endpoint=self.get(t, p, "videos_endpoint", str, d.videos_endpoint, _http_url),
+            videos_endpoint=self.get(t, p, "videos_endpoint", str, d.videos_endpoint, _optional_http_url),
             serve=self.get(t, p, "serve", str, d.serve, _one_of(*SERVE_MODES)),
             redirect_ttl_s=self.get(t, p, "redirect_ttl_s", int, d.redirect_ttl_s, _signed_url_ttl),
         )
@@ -522,6 +522,10 @@ def _one_of(*allowed: str) -> Callable[[str], str | None]:
 
 def _http_url(v: str) -> str | None:
     return None if re.match(r"^https?://[^/\s]+", v) else f"must be an http:// or https:// URL, got {v!r}"
+
+
+def _optional_http_url(v: str) -> str | None:
+    return _http_url(v) if v else None
 
 
 def _database_url(v: str) -> str | None:
