@@ -48,18 +48,25 @@ class ObjectVideoStore:
 
     async def save(self, video_id: str, variant: str, chunks: AsyncIterator[bytes]) -> int:
         size = 0
+        source_failed: list[BaseException] = []
 
         async def counted() -> AsyncIterator[bytes]:
             nonlocal size
-            async for chunk in chunks:
-                size += len(chunk)
-                yield chunk
+            try:
+                async for chunk in chunks:
+                    size += len(chunk)
+                    yield chunk
+            except BaseException as exc:
+                source_failed.append(exc)
+                raise
 
         try:
             await obstore.put_async(self.store, self.key(video_id, variant), counted(),
                                     attributes={"Content-Type": MEDIA_TYPES[variant]},
                                     chunk_size=PART_BYTES, max_concurrency=PART_CONCURRENCY)
         except Exception as exc:  # noqa: BLE001 - whatever the store said, the write failed
+            if source_failed:  # the download broke, not the store: its error decides what happens next
+                raise source_failed[0] from None
             raise _unavailable("write", exc) from None
         finally:
             close = getattr(chunks, "aclose", None)
