@@ -18,7 +18,6 @@ STREAM_FORMATS = ("markdown", "zh", "reasoning")
 CACHE_SCOPES = ("team", "global")
 SERVE_MODES = ("proxy", "redirect")
 VIDEO_STORE_SCHEMES = ("file://", "s3://", "gs://", "az://")
-OBJECT_STORE_SCHEMES = VIDEO_STORE_SCHEMES[1:]
 UI_TASK_MODES = ("answer", "generate")
 QUOTA_KEYS = (
     "requests_per_minute",

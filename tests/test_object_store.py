@@ -9,9 +9,11 @@ import httpx
 import openai
 import pytest
 
+from gateway.api.errors import http_of
 from gateway.backends.store_object import PART_BYTES, ObjectVideoStore
 from gateway.config import ConfigError, parse_config
-from tests.support import ADMIN_KEY, ALPHA_KEY, BETA_KEY, base_config
+from gateway.core.store import StoreUnavailable
+from tests.support import ADMIN_KEY, ALPHA_KEY, BETA_KEY, base_config, free_port
 from tests.test_chat import assert_playable_mp4, client
 
 VIDEO_ID = "video_" + "ab" * 16
@@ -72,6 +74,15 @@ async def test_a_write_that_fails_midway_leaves_nothing_visible(s3):
 async def test_a_store_that_is_not_there_is_not_writable_and_names_no_secret(s3, caplog):
     store = ObjectVideoStore(f"s3://{s3.name}-missing/videos", endpoint=s3.endpoint)
     assert await store.writable() is False
+    assert s3.secret not in caplog.text
+
+
+async def test_a_store_that_does_not_answer_is_reported_unavailable_without_its_address(s3, caplog):
+    store = ObjectVideoStore(s3.url, endpoint=f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    with pytest.raises(StoreUnavailable) as err:
+        await store.stat(VIDEO_ID)
+    assert err.value.code == "store_unavailable" and "127.0.0.1" not in err.value.message
+    assert http_of(err.value) == (503, "server_error") and err.value.retry_after
     assert s3.secret not in caplog.text
 
 

@@ -25,7 +25,10 @@ log = logging.getLogger("gateway.store")
 PART_BYTES = 5 * 1024 * 1024  # S3's smallest part
 PART_CONCURRENCY = 2
 READ_CHUNK = 256 * 1024
-SCHEMES = ("s3://", "gs://", "az://")
+CONNECT_TIMEOUT_S = 5
+STALL_TIMEOUT_S = 30  # no byte for this long: the request failed
+REQUEST_TIMEOUT_S = 3600  # the longest a single request may take (a large video to a slow client)
+RETRY_WITHIN_S = 15  # a store that keeps failing is reported (503 store_unavailable) rather than waited on
 _QUERY = re.compile(r"(https?://[^\s?\"']+)\?[^\s\"']*")
 
 
@@ -39,8 +42,15 @@ class ObjectVideoStore:
             options["checksum_algorithm"] = "sha256"
             if endpoint:
                 options["endpoint"] = endpoint
-        client = {"allow_http": True} if endpoint.startswith("http://") else None
-        self.store = from_url(url, client_options=client, **options)
+        client: dict[str, Any] = {
+            "connect_timeout": timedelta(seconds=CONNECT_TIMEOUT_S),
+            # a proxied download goes at the client's pace, so a whole request may take long; a stalled one may not
+            "timeout": timedelta(seconds=REQUEST_TIMEOUT_S),
+            "read_timeout": timedelta(seconds=STALL_TIMEOUT_S),
+            "allow_http": endpoint.startswith("http://"),
+        }
+        retry = {"max_retries": 3, "retry_timeout": timedelta(seconds=RETRY_WITHIN_S)}
+        self.store = from_url(url, client_options=client, retry_config=retry, **options)
 
     @staticmethod
     def key(video_id: str, variant: str) -> str:
