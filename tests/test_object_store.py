@@ -227,3 +227,14 @@ def test_videos_dir_and_a_file_url_are_the_same_local_store(tmp_path):
     raw["storage"]["videos"] = f"file://{tmp_path}/videos"
     new = parse_config(raw, env={}).storage
     assert old.local_videos_dir == new.local_videos_dir == f"{tmp_path}/videos"
+
+
+def test_the_store_secret_from_the_environment_is_scrubbed_from_log_records(tmp_path, s3):
+    import logging
+
+    from gateway.observability.logs import RedactingFilter, config_secrets
+
+    config = parse_config(base_config(tmp_path, "http://127.0.0.1:1/v1"), env={})
+    record = logging.LogRecord("gateway.store", logging.WARNING, __file__, 1, "store said %s", (s3.secret,), None)
+    RedactingFilter(config_secrets(config)).filter(record)
+    assert s3.secret not in record.getMessage() and "[redacted]" in record.getMessage()
