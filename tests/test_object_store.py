@@ -54,16 +54,24 @@ async def test_a_large_write_streams_as_a_multipart_upload_visible_only_once_com
     stream = await store.read(VIDEO_ID, "video", PART_BYTES - 2, PART_BYTES + 2)
     assert b"".join([bytes(c) async for c in stream]) == part[-2:] + part[:2]
     assert s3.keys() == [f"{VIDEO_ID}.mp4"]
-    assert await store.usage_bytes() == meta.size
+
+    async def small():
+        yield b"\xff\xd8"
+        yield b"\xff"
+
+    assert await store.save(VIDEO_ID, "thumbnail", small()) == 3  # smaller than a part: one plain PUT
+    assert "-" not in (await store.stat(VIDEO_ID, "thumbnail")).etag
+    assert await store.usage_bytes() == meta.size + 3
     await store.delete(VIDEO_ID)
     assert s3.keys() == [] and await store.stat(VIDEO_ID) is None and await store.read(VIDEO_ID, "video", 0, 1) is None
 
 
-async def test_a_write_that_fails_midway_leaves_nothing_visible(s3):
+@pytest.mark.parametrize("before_failing", [3, PART_BYTES + 1], ids=["small", "multipart"])
+async def test_a_write_that_fails_midway_leaves_nothing_visible(s3, before_failing):
     store = ObjectVideoStore(s3.url, endpoint=s3.endpoint)
 
     async def broken():
-        yield os.urandom(PART_BYTES + 1)
+        yield os.urandom(before_failing)
         raise ConnectionResetError("the upstream download broke off")
 
     with pytest.raises(ConnectionResetError):  # the download's own error, so the fault table can retry it

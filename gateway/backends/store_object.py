@@ -57,13 +57,18 @@ class ObjectVideoStore:
         return f"{video_id}{VARIANTS[variant]}"
 
     async def save(self, video_id: str, variant: str, chunks: AsyncIterator[bytes]) -> int:
+        """A file smaller than one part (most thumbnails, short videos) goes in one PUT; a larger one as a
+        multipart upload that streams the rest of `chunks` as it arrives."""
         size = 0
         source_failed: list[BaseException] = []
+        source = aiter(chunks)  # a download may be an iterable rather than an iterator
 
-        async def counted() -> AsyncIterator[bytes]:
+        async def rest(first: list[bytes]) -> AsyncIterator[bytes]:
             nonlocal size
+            for chunk in first:
+                yield chunk
             try:
-                async for chunk in chunks:
+                async for chunk in source:
                     size += len(chunk)
                     yield chunk
             except BaseException as exc:
@@ -71,13 +76,17 @@ class ObjectVideoStore:
                 raise
 
         try:
-            await obstore.put_async(self.store, self.key(video_id, variant), counted(),
-                                    attributes={"Content-Type": MEDIA_TYPES[variant]},
-                                    chunk_size=PART_BYTES, max_concurrency=PART_CONCURRENCY)
-        except Exception as exc:  # noqa: BLE001 - whatever the store said, the write failed
-            if source_failed:  # the download broke, not the store: its error decides what happens next
-                raise source_failed[0] from None
-            raise _unavailable("write", exc) from None
+            first, complete = await _take(source, PART_BYTES)  # the download's own errors pass through
+            size = sum(len(chunk) for chunk in first)
+            body = b"".join(first) if complete else rest(first)
+            try:
+                await obstore.put_async(self.store, self.key(video_id, variant), body,
+                                        attributes={"Content-Type": MEDIA_TYPES[variant]},
+                                        chunk_size=PART_BYTES, max_concurrency=PART_CONCURRENCY)
+            except Exception as exc:  # noqa: BLE001 - whatever the store said, the write failed
+                if source_failed:  # the download broke, not the store: its error decides what happens next
+                    raise source_failed[0] from None
+                raise _unavailable("write", exc) from None
         finally:
             close = getattr(chunks, "aclose", None)
             if close is not None:
@@ -140,6 +149,20 @@ class ObjectVideoStore:
             log.warning("video store is not writable", extra={"error": _describe(exc)})
             return False
         return True
+
+
+async def _take(chunks: AsyncIterator[bytes], limit: int) -> tuple[list[bytes], bool]:
+    """The first chunks of `chunks` up to `limit` bytes, and whether that was all of them."""
+    taken: list[bytes] = []
+    held = 0
+    while held < limit:
+        try:
+            chunk = await anext(chunks)
+        except StopAsyncIteration:
+            return taken, True
+        taken.append(chunk)
+        held += len(chunk)
+    return taken, False
 
 
 async def _chunks(stream: Any, expected: int) -> AsyncIterator[bytes]:
