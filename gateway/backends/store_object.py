@@ -1,9 +1,9 @@
 """Finished videos in an object store: S3 (and S3-compatible servers such as MinIO or R2), Google Cloud Storage
 or Azure Blob, through `obstore`.
 
-Writes stream from the upstream download as a multipart upload (parts of `PART_BYTES`, at most
-`PART_CONCURRENCY` in flight, so an upload holds about 10 MB however long the video), which the store makes
-visible only once it is complete; S3 also checks a SHA-256 of every part. Reads stream a byte range. Credentials
+A file smaller than `PART_BYTES` is written in one PUT; a larger one streams from the upstream download as a
+multipart upload (at most `PART_CONCURRENCY` parts in flight, so an upload holds about 10 MB however long the
+video). The store makes either visible only once it is complete; S3 also checks a SHA-256 of every part. Reads stream a byte range. Credentials
 come from the environment, as each cloud's own tools read them (`AWS_*`, `GOOGLE_*`, `AZURE_*`, instance and
 workload identities); none of them is ever logged or put in an error.
 """
