@@ -3,9 +3,10 @@ or Azure Blob, through `obstore`.
 
 A file smaller than `PART_BYTES` is written in one PUT; a larger one streams from the upstream download as a
 multipart upload (at most `PART_CONCURRENCY` parts in flight, so an upload holds about 10 MB however long the
-video). The store makes either visible only once it is complete; S3 also checks a SHA-256 of every part. Reads stream a byte range. Credentials
-come from the environment, as each cloud's own tools read them (`AWS_*`, `GOOGLE_*`, `AZURE_*`, instance and
-workload identities); none of them is ever logged or put in an error.
+video). The store makes either visible only once it is complete; S3 also checks a SHA-256 of every part.
+Reads stream a byte range. Credentials come from the environment, as each cloud's own tools read them
+(`AWS_*`, `GOOGLE_*`, `AZURE_*`, instance and workload identities); none of them is ever logged or put in an
+error.
 """
 from __future__ import annotations
 
