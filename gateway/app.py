@@ -28,7 +28,7 @@ from gateway.api.shapes import video_object
 from gateway.backends.coordination import LocalCoordinator
 from gateway.backends.database import open_database
 from gateway.backends.quota_memory import MemoryQuotaStore
-from gateway.backends.store_local import LocalVideoStore
+from gateway.backends.video_store import open_store
 from gateway.config import Config, ConfigError, UpstreamConfig, load_config
 from gateway.core.accounting import Accounting
 from gateway.core.auth import Authenticator
@@ -91,7 +91,7 @@ class Gateway:
         self.db = TimedDatabase(db, self.metrics)
         # Every secret of the config, for all text that comes from an upstream; kept current on reload.
         self.redactor = Redactor(config_secrets(config))
-        self.store = LocalVideoStore(config.storage.videos_dir)
+        self.store = open_store(config.storage)
         self.signer = LinkSigner(config.server.signing_secret, config.server.public_url, config.server.link_ttl_s)
         self.upstreams = {u.name: build_upstream(u, self.metrics, self.redactor) for u in config.upstreams}
         self.upstream_settings = UpstreamSettings(config.upstreams)

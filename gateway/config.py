@@ -18,6 +18,8 @@ from typing import Any
 UPSTREAM_KINDS = ("videos", "chat")
 STREAM_FORMATS = ("markdown", "zh", "reasoning")
 CACHE_SCOPES = ("team", "global")
+SERVE_MODES = ("proxy", "redirect")
+VIDEO_STORE_SCHEMES = ("file://", "s3://", "gs://", "az://")
 UI_TASK_MODES = ("answer", "generate")
 QUOTA_KEYS = (
     "requests_per_minute",
@@ -64,7 +66,20 @@ class StorageConfig:
     database: str = "sqlite:///data/gateway.db"
     redis: str = ""
     redis_prefix: str = "sgw:"
-    videos_dir: str = "data/videos"
+    videos_dir: str = "data/videos"  # the older spelling of `videos = "file://…"`
+    videos: str = ""  # file:///PATH, s3://bucket/prefix, gs://bucket/prefix, az://container/prefix
+    videos_endpoint: str = ""  # an S3-compatible server (MinIO, R2, …) instead of AWS
+    serve: str = "proxy"  # "proxy": the gateway streams content; "redirect": a 302 to a signed URL of the store
+    redirect_ttl_s: int = 300  # how long such a signed URL works
+
+    @property
+    def local_videos_dir(self) -> str | None:
+        """The folder videos are kept in, or None when they are in an object store."""
+        if not self.videos:
+            return self.videos_dir
+        if self.videos.startswith("file://"):
+            return self.videos[len("file://"):]
+        return None
 
     @property
     def sqlite_path(self) -> str | None:
@@ -301,12 +316,31 @@ class _Reader:
         p = "storage"
         d = StorageConfig()
         self.unknown_keys(t, p, tuple(StorageConfig.__dataclass_fields__))
-        return StorageConfig(
+        storage = StorageConfig(
             database=self.get(t, p, "database", str, d.database, _database_url),
             redis=self.get(t, p, "redis", str, d.redis, _redis_url),
             redis_prefix=self.get(t, p, "redis_prefix", str, d.redis_prefix, _non_empty),
             videos_dir=self.get(t, p, "videos_dir", str, d.videos_dir, _non_empty),
+            videos=self.get(t, p, "videos", str, d.videos, _video_store_url),
+            videos_endpoint=self.get(t, p, "videos_endpoint", str, d.videos_endpoint, _optional_http_url),
+            serve=self.get(t, p, "serve", str, d.serve, _one_of(*SERVE_MODES)),
+            redirect_ttl_s=self.get(t, p, "redirect_ttl_s", int, d.redirect_ttl_s, _signed_url_ttl),
         )
+        self.video_store(t, storage)
+        return storage
+
+    def video_store(self, t: Mapping[str, Any], storage: StorageConfig) -> None:
+        p = "storage"
+        if "videos" in t and "videos_dir" in t:
+            self.fail(f"{p}.videos_dir", "set either storage.videos or its older spelling storage.videos_dir, not"
+                                         " both")
+        on_s3 = storage.videos.startswith("s3://")
+        if storage.videos_endpoint and not on_s3:
+            self.fail(f"{p}.videos_endpoint", "is only for an S3-compatible store: storage.videos must be an"
+                                              " s3://bucket/prefix URL")
+        if storage.serve == "redirect" and storage.local_videos_dir is not None:
+            self.fail(f"{p}.serve", "'redirect' needs an object store in storage.videos (s3://, gs:// or az://):"
+                                    " a local folder has no signed URLs, so its files can only be proxied")
 
     def cache(self, t: Mapping[str, Any]) -> CacheConfig:
         p = "cache"
@@ -450,7 +484,7 @@ class _Reader:
             for j, m in enumerate(models):
                 if m not in model_names:
                     self.fail(f"{p}.models[{j}]", f"no model named {m!r} (known: {', '.join(sorted(model_names))})")
-            webhook_url = self.get(t, p, "webhook_url", str, "", _http_url_or_empty)
+            webhook_url = self.get(t, p, "webhook_url", str, "", _optional_http_url)
             webhook_secret = self.get(t, p, "webhook_secret", str, "", _webhook_secret)
             if webhook_url and not webhook_secret:
                 self.fail(f"{p}.webhook_secret", "is required with webhook_url: it signs the deliveries"
@@ -526,8 +560,8 @@ def _http_url(v: str) -> str | None:
     return None if re.match(r"^https?://[^/\s]+", v) else f"must be an http:// or https:// URL, got {v!r}"
 
 
-def _http_url_or_empty(v: str) -> str | None:
-    return None if not v else _http_url(v)
+def _optional_http_url(v: str) -> str | None:
+    return _http_url(v) if v else None
 
 
 def _webhook_secret(v: str) -> str | None:
@@ -548,6 +582,22 @@ def _database_url(v: str) -> str | None:
     if v.startswith(("sqlite:///", "postgresql://", "postgres://")) or v == "sqlite://:memory:":
         return None
     return f"must start with sqlite:/// or postgresql://, got {v!r}"
+
+
+def _video_store_url(v: str) -> str | None:
+    if not v.startswith(VIDEO_STORE_SCHEMES):
+        shown = "" if "@" in v else f", got {v!r}"  # never echo what may be a credential
+        return f"must be a file:///PATH, s3://BUCKET/PREFIX, gs://BUCKET/PREFIX or az://CONTAINER/PREFIX URL{shown}"
+    scheme, _, rest = v.partition("://")
+    if not rest.strip("/"):
+        return f"names no {'folder' if scheme == 'file' else 'bucket'}: {v!r}"
+    if scheme != "file" and ("@" in rest.split("/")[0] or "?" in rest):
+        return "must not carry credentials: the store's credentials come from the environment"
+    return None
+
+
+def _signed_url_ttl(v: int) -> str | None:
+    return None if 1 <= v <= 604_800 else f"must be from 1 to 604800 seconds (7 days, the longest S3 signs), got {v}"
 
 
 def _redis_url(v: str) -> str | None:

@@ -7,12 +7,16 @@ or a log line whatever its shape: the configured secrets are replaced wherever t
 """
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 REDACTED = "[redacted]"
+# where the object stores' own tools read their secrets from: scrubbed too, should an error ever quote one
+STORE_SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_KEY",
+                    "AZURE_STORAGE_SAS_KEY", "AZURE_STORAGE_TOKEN", "AZURE_CLIENT_SECRET", "GOOGLE_SERVICE_ACCOUNT_KEY")
 MIN_SECRET_LENGTH = 4  # shorter values would blank out ordinary words; no real key is that short
 
 _BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=\-*]+")
@@ -87,6 +91,7 @@ def config_secrets(config: Any) -> list[str]:
     for upstream in config.upstreams:
         found += upstream.keys
     found += [team.webhook_secret for team in config.teams]
+    found += [os.environ.get(name, "") for name in STORE_SECRET_ENV]
     for url in (config.storage.database, config.storage.redis):
         try:
             password = urlsplit(url).password

@@ -17,6 +17,7 @@ from tests.support import (
     running_gateway,
 )
 
+pytest_plugins = ["tests.object_store"]
 SECRETS = [ALPHA_KEY, BETA_KEY, LIMITED_KEY, ADMIN_KEY, SIGNING_SECRET]
 
 

@@ -111,7 +111,8 @@ def running_gateway(raw: dict[str, Any]) -> Iterator[ServerThread]:
     port = free_port()
     raw = copy.deepcopy(raw)
     raw["server"]["public_url"] = f"http://127.0.0.1:{port}"
-    path = Path(raw["storage"]["videos_dir"]).parent / f"gateway-{port}.toml"
+    folder = raw["storage"].get("videos_dir") or raw["storage"]["database"].removeprefix("sqlite:///")
+    path = Path(folder).parent / f"gateway-{port}.toml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(to_toml(raw))
     with ServerThread(create_app(load_config(path, env={})), port=port) as server:

@@ -210,3 +210,64 @@ def test_readyz_reports_each_backend(start_simulator, cluster):
     url = c.start()
     body = httpx.get(url + "/readyz").json()
     assert body["checks"]["database"] is True and body["checks"]["redis"] is True
+
+
+# -- videos in an object store: no disk is shared ----------------------------------------------------------
+
+
+def on_object_store(c: Cluster, s3, **storage) -> Cluster:
+    """Keep the cluster's videos in the test's S3 bucket instead of a folder (no shared volume)."""
+    del c.raw["storage"]["videos_dir"]
+    c.raw["storage"].update(s3.storage(**storage))
+    return c
+
+
+def test_a_video_finished_by_one_instance_is_served_with_range_and_etag_by_the_other(start_simulator, cluster, s3):
+    c = on_object_store(cluster(start_simulator()), s3)
+    a, b = c.start(), c.start()
+    video = sdk(a).videos.create_and_poll(model="sora-2", prompt="made on a, watched on b")
+    assert video.status == "completed"
+    data = sdk(b).videos.download_content(video.id).read()
+    assert_playable_mp4(data)
+    url = f"/v1/videos/{video.id}/content"
+    headers = {"authorization": f"Bearer {ALPHA_KEY}"}
+    from_a, from_b = httpx.get(a + url, headers=headers), httpx.get(b + url, headers=headers)
+    assert from_a.content == from_b.content == data and from_a.headers["etag"] == from_b.headers["etag"]
+    part = httpx.get(b + url, headers={**headers, "range": "bytes=10-1009"})
+    assert part.status_code == 206 and part.content == data[10:1010]
+    assert part.headers["content-range"] == f"bytes 10-1009/{len(data)}"
+    assert httpx.get(b + url, headers={**headers, "if-none-match": from_a.headers["etag"]}).status_code == 304
+
+
+def test_a_video_deleted_through_one_instance_is_gone_for_both(start_simulator, cluster, s3):
+    c = on_object_store(cluster(start_simulator()), s3)
+    a, b = c.start(), c.start()
+    video = sdk(a).videos.create_and_poll(model="sora-2", prompt="deleted on b")
+    assert_playable_mp4(sdk(a).videos.download_content(video.id).read())
+    sdk(b).videos.delete(video.id)
+    assert s3.keys() == []
+    for url in (a, b):
+        with pytest.raises(openai.NotFoundError):
+            sdk(url).videos.download_content(video.id)
+
+
+def test_expired_videos_are_swept_from_the_store_for_every_instance(start_simulator, cluster, s3):
+    c = on_object_store(cluster(start_simulator(), cache={"enabled": True, "ttl_s": 2, "scope": "team"}), s3)
+    a, b = c.start(), c.start()
+    video = sdk(a).videos.create(model="sora-2", prompt="kept for two seconds")
+    wait_until(lambda: f"{video.id}.mp4" in s3.keys())
+    wait_until(lambda: s3.keys() == [], timeout=30)
+    for url in (a, b):
+        with pytest.raises(openai.NotFoundError):
+            sdk(url).videos.download_content(video.id)
+
+
+def test_redirect_mode_sends_either_instances_clients_to_the_store(start_simulator, cluster, s3):
+    c = on_object_store(cluster(start_simulator()), s3, serve="redirect")
+    a, b = c.start(), c.start()
+    video = sdk(a).videos.create_and_poll(model="sora-2", prompt="bytes straight from the store")
+    moved = httpx.get(f"{b}/v1/videos/{video.id}/content", headers={"authorization": f"Bearer {ALPHA_KEY}"})
+    assert moved.status_code == 302 and moved.headers["location"].startswith(s3.endpoint)
+    assert_playable_mp4(httpx.get(moved.headers["location"]).content)
+    assert sdk(b).videos.download_content(video.id).read() == httpx.get(moved.headers["location"]).content
+    assert httpx.get(f"{b}/v1/videos/{video.id}/content").status_code == 401

@@ -392,15 +392,17 @@ def test_the_compose_file_runs_two_gateways_on_shared_state():
     compose = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())
     services = compose["services"]
     gateways = [s for s in services.values() if s.get("image") == "sora-gateway:local"]
-    assert len(gateways) == 2 and {"postgres", "redis"} <= set(services)
+    assert len(gateways) == 2 and {"postgres", "redis", "store"} <= set(services)
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert '"--config", "/etc/sora-gateway/gateway.toml"' in dockerfile and "USER gateway" in dockerfile
     for gateway in gateways:
         assert "./gateway.toml:/etc/sora-gateway/gateway.toml:ro" in gateway["volumes"]
-        assert "videos:/data/videos" in gateway["volumes"]  # either instance serves any finished video
+        assert gateway["volumes"] == ["./gateway.toml:/etc/sora-gateway/gateway.toml:ro"]  # no shared disk
         assert set(DEPLOY_ENV) <= set(gateway["environment"])  # every ${VAR} the config uses is passed in
-        assert set(gateway["depends_on"]) == {"postgres", "redis"}
+        assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(gateway["environment"])
+        assert set(gateway["depends_on"]) == {"postgres", "redis", "store-bucket"}
     config = parse_config(tomllib.loads((ROOT / "deploy" / "gateway.toml").read_text()), env=DEPLOY_ENV)
     assert config.storage.database.startswith("postgresql://gateway:") and "@postgres:5432/" in config.storage.database
-    assert config.storage.redis == "redis://redis:6379/0" and config.storage.videos_dir == "/data/videos"
+    assert config.storage.redis == "redis://redis:6379/0" and config.storage.local_videos_dir is None
+    assert config.storage.videos.startswith("s3://videos/") and config.storage.videos_endpoint == "http://store:8333"
     assert services["postgres"]["environment"]["POSTGRES_USER"] == "gateway"

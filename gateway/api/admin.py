@@ -106,7 +106,10 @@ async def usage_report(request: Request) -> Response:
 async def store_usage(request: Request) -> Response:
     require_admin(request)
     gw = services(request)
-    return JSONResponse({"videos_dir": str(gw.store.root), "bytes": await gw.store.usage_bytes(),
+    where = {"videos": gw.store.location, "serve": gw.config.storage.serve}
+    if gw.config.storage.local_videos_dir is not None:
+        where["videos_dir"] = str(gw.store.root)
+    return JSONResponse({**where, "bytes": await gw.store.usage_bytes(),
                          "cache": {"enabled": gw.config.cache.enabled, "ttl_s": gw.config.cache.ttl_s,
                                    "scope": gw.config.cache.scope}})
 

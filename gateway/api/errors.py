@@ -9,6 +9,7 @@ from starlette.responses import Response
 
 from gateway.core import errors as kinds
 from gateway.core.errors import GatewayError
+from gateway.core.store import StoreUnavailable
 from gateway.errors import APIError
 
 log = logging.getLogger("gateway.http")
@@ -29,6 +30,7 @@ HTTP_BY_KIND: dict[type[GatewayError], tuple[int, str]] = {
     kinds.UpstreamUnavailable: (503, "server_error"),
     kinds.GatewayRestarting: (503, "server_error"),
     kinds.UpstreamTimeout: (504, "server_error"),
+    StoreUnavailable: (503, "server_error"),
     GatewayError: (500, "server_error"),
 }
 _TYPE_BY_STATUS = {429: "rate_limit_error"}

@@ -20,8 +20,9 @@ from typing import Any
 from starlette.datastructures import UploadFile
 from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
 from starlette.requests import Request
-from starlette.responses import FileResponse, MalformedRangeHeader, RangeNotSatisfiable, Response
+from starlette.responses import Response
 
+from gateway.api import content
 from gateway.api.common import JSONResponse, authenticate, bounded_stream, read_json, request_id, services
 from gateway.api.inputs import control_character
 from gateway.api.shapes import public_status, video_object
@@ -313,15 +314,16 @@ async def _content(request: Request, variant: str, signed: tuple[str, str] | Non
     if record.status != "completed":
         raise APIError(409, f"Video '{video_id}' is not ready: its status is {record.status}. Retrieve it until"
                             " the status is 'completed'.", code="video_not_ready")
-    path = gw.store.local_path(video_id, variant)
-    if not path.is_file() and variant == "spritesheet":
-        await gw.lifecycle.fetch_preview(record, variant)
-    if not path.is_file():
+    meta = await gw.store.stat(video_id, variant)
+    if meta is None and variant == "spritesheet" and await gw.lifecycle.fetch_preview(record, variant):
+        meta = await gw.store.stat(video_id, variant)
+    if meta is None:
         raise APIError(404, f"Video '{video_id}' has no {variant} content: the upstream that made it did not"
                             f" provide one.", code="not_found", param="variant")
-    _check_range(request.headers.get("range"), path.stat().st_size)
-    return FileResponse(path, media_type=MEDIA_TYPES[variant], content_disposition_type="inline",
-                        headers={"cache-control": "private, max-age=3600"})
+    storage = gw.config.storage
+    if storage.serve == "redirect":
+        return await content.redirect(gw.store, video_id, variant, storage.redirect_ttl_s)
+    return await content.serve(request, gw.store, video_id, variant, meta)
 
 
 async def _content_record(request: Request, video_id: str, variant: str,
@@ -343,19 +345,6 @@ async def _content_record(request: Request, video_id: str, variant: str,
             raise APIError(403, f"This video link is not valid: {problem}.", code="invalid_signature")
     principal = await authenticate(request)
     return await own_job(request, video_id, principal.team.name)
-
-
-def _check_range(header: str | None, size: int) -> None:
-    """A Range header FileResponse would refuse, refused here in the API's error shape instead of plain text."""
-    if header is None:
-        return
-    try:
-        FileResponse._parse_range_header(header, size)
-    except RangeNotSatisfiable:
-        raise APIError(416, f"The requested range is outside the file ({size} bytes).", param="range",
-                       code="range_not_satisfiable", headers={"content-range": f"bytes */{size}"}) from None
-    except (MalformedRangeHeader, ValueError):
-        raise bad_request("The Range header is malformed; send e.g. 'bytes=0-1023'.", param="range") from None
 
 
 # -- remix ------------------------------------------------------------------------------------------------
