@@ -103,7 +103,8 @@ def check_seconds(value: Any, model: ModelConfig) -> int:
 
 
 def _read_messages(messages: list[Any]) -> tuple[str, str | None, str | None]:
-    guidance: list[str] = []
+    """(prompt, image URL, remixed video id). The prompt is the last user message, guided by the system and
+    developer messages before it; a conversation without a user message takes it from the last of those."""
     user_index = None
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
@@ -111,7 +112,8 @@ def _read_messages(messages: list[Any]) -> tuple[str, str | None, str | None]:
         if message["role"] == "user":
             user_index = i
     if user_index is None:
-        raise bad_request("messages must contain a user message with the video prompt.", param="messages")
+        user_index = _last_instruction(messages)
+    guidance: list[str] = []
     for i, message in enumerate(messages[:user_index]):
         if message["role"] in ("system", "developer"):
             text, _ = _read_content(message.get("content"), f"messages[{i}].content", allow_image=False)
@@ -120,9 +122,17 @@ def _read_messages(messages: list[Any]) -> tuple[str, str | None, str | None]:
     text, image_url = _read_content(messages[user_index].get("content"), f"messages[{user_index}].content")
     prompt = person_prompt(guidance, text)
     if not person_prompt([], text):
-        raise bad_request("The last user message must contain a text prompt describing the video.",
-                          param=f"messages[{user_index}].content")
+        raise bad_request(f"The {messages[user_index]['role']} message that holds the prompt must contain text"
+                          " describing the video.", param=f"messages[{user_index}].content")
     return prompt, image_url, _remixed_video(messages[:user_index])
+
+
+def _last_instruction(messages: list[dict[str, Any]]) -> int:
+    for i in range(len(messages) - 1, -1, -1):
+        if messages[i]["role"] in ("system", "developer"):
+            return i
+    raise bad_request("messages must contain a user message (or a system or developer message) with the video"
+                      " prompt.", param="messages")
 
 
 def _read_content(content: Any, param: str, allow_image: bool = True) -> tuple[str, str | None]:
