@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from gateway.core.records import JobRecord, KeyRecord, LedgerRow
+from gateway.core.records import CharacterRecord, JobRecord, KeyRecord, LedgerRow
 
 
 class Database(Protocol):
@@ -33,6 +33,16 @@ class Database(Protocol):
     async def expired_jobs(self, before: float) -> list[JobRecord]: ...
     async def served_to(self, job_id: str, team: str) -> bool:
         """Whether `team` was handed this job as a cache hit or a join (a global cache shares across teams)."""
+
+    # characters
+    async def insert_character(self, character: CharacterRecord) -> None: ...
+    async def get_character(self, character_id: str) -> CharacterRecord | None: ...
+    async def list_characters(self, team: str) -> list[CharacterRecord]: ...
+    async def delete_character(self, character_id: str) -> bool: ...
+    async def character_keys(self, character_ids: list[str]) -> dict[str, dict[str, str]]:
+        """Per character, the upstream keys (by label) it was made on and its upstream id on each."""
+
+    async def save_character_key(self, character_id: str, upstream_key: str, upstream_id: str) -> None: ...
 
     # team keys
     async def insert_key(self, key: KeyRecord) -> None: ...

@@ -52,6 +52,9 @@ class JobRecord:
     has_thumbnail: bool = False
     deleted: bool = False
     reservation_id: str | None = None  # the quota reservation this job holds until it ends
+    edited_from: str | None = None  # the gateway id of the video this job edits
+    extended_from: str | None = None  # the gateway id of the video this job extends
+    base_seconds: int = 0  # an extension's source length: the video is base_seconds + seconds long
 
     @property
     def done(self) -> bool:
@@ -93,3 +96,18 @@ class LedgerRow:
     upstream: str | None = None
     upstream_key: str | None = None
     latency_ms: float | None = None
+
+
+@dataclass(slots=True)
+class CharacterRecord:
+    """A team's character: a person, pet or object kept the same across videos. `media` is the clip it was
+    made from, kept so the character can be made again on any upstream account that runs a job using it."""
+
+    id: str
+    team: str
+    name: str
+    created_at: float
+    media: bytes = field(repr=False)
+    source: str = "upload"  # upload | video (one of the team's videos) | url
+    source_video_id: str | None = None
+    deleted: bool = False
