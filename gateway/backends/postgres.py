@@ -277,7 +277,8 @@ class PostgresDatabase:
     async def save_character_key(self, character_id: str, upstream_key: str, upstream_id: str) -> None:
         await self.pool.execute(
             "INSERT INTO character_keys (character_id, upstream_key, upstream_character_id) VALUES ($1, $2, $3)"
-            " ON CONFLICT (character_id, upstream_key) DO UPDATE SET upstream_character_id = EXCLUDED.upstream_character_id",
+            " ON CONFLICT (character_id, upstream_key)"
+            " DO UPDATE SET upstream_character_id = EXCLUDED.upstream_character_id",
             character_id, upstream_key, upstream_id)
 
     # keys
