@@ -133,6 +133,24 @@ def test_a_chat_follow_up_extends_the_conversations_video(gateway, simulator):
         sdk.chat.completions.create(model="sora-2", messages=[{"role": "user", "content": "a new start"}],
                                     extra_body={"extend_seconds": 8})
     assert err.value.param == "extend_seconds"
+    with pytest.raises(openai.BadRequestError) as err:
+        sdk.chat.completions.create(model="sora-2", messages=history, extra_body={"extend_seconds": 5})
+    assert err.value.param == "extend_seconds" and "'20'" in err.value.message
+
+
+def test_a_streamed_extension_ends_with_its_link(gateway, simulator):
+    sdk = client(gateway)
+    history = [{"role": "user", "content": "a sailboat leaving the harbour"}]
+    first = sdk.chat.completions.create(model="sora-2", messages=history)
+    history += [{"role": "assistant", "content": first.choices[0].message.content},
+                {"role": "user", "content": "it reaches the open sea"}]
+    chunks = [c for c in sdk.chat.completions.create(model="sora-2", messages=history, stream=True,
+                                                      extra_body={"extend_seconds": 4}) if c.choices]
+    video = chunks[-1].model_extra["video"]
+    assert video["status"] == "completed" and video["url"] in "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert chunks[0].model_extra["video"]["id"] == video["id"] != first.model_extra["video"]["id"]
+    assert sdk.videos.retrieve(video["id"]).seconds == "8"
+    assert sim_jobs(simulator)[-1].operation == "extension"
 
 
 def test_a_model_on_a_chat_relay_cannot_edit_or_extend(start_simulator, start_gateway):

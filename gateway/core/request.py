@@ -168,8 +168,8 @@ def _read_messages(messages: list[Any]) -> tuple[str, str | None, str | None]:
     text, image_url = _read_content(messages[user_index].get("content"), f"messages[{user_index}].content")
     prompt = person_prompt(guidance, text)
     if not person_prompt([], text):
-        raise bad_request(f"The {messages[user_index]['role']} message that holds the prompt must contain text"
-                          " describing the video.", param=f"messages[{user_index}].content")
+        raise bad_request(f"The last {messages[user_index]['role']} message must contain a text prompt describing"
+                          " the video.", param=f"messages[{user_index}].content")
     return prompt, image_url, _remixed_video(messages[:user_index])
 
 
