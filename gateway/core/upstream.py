@@ -100,6 +100,9 @@ class JobLost(Exception):
 
 
 class Upstream(Protocol):
+    """A dialect may also declare `features` (a frozenset of "edits", "extensions", "characters"; none when
+    absent) and, with "characters", `async create_character(name, video: VideoInput, key) -> upstream id`."""
+
     name: str
     kind: str
 
