@@ -66,6 +66,11 @@ def test_a_generation_uses_the_character_made_on_its_own_key(gateway, simulator)
     assert upstream_character.id not in str(video.model_dump()) + str(sdk.videos.get_character(character.id))
     again = sdk.videos.create_and_poll(model="sora-2", prompt="Mossy takes a bow", **with_characters(character.id))
     assert again.status == "completed" and len(sim_characters(simulator)) == 1  # the mapping is remembered
+    remix = sdk.videos.poll(sdk.videos.remix(video.id, prompt="Mossy waves goodbye",
+                                             **with_characters(character.id)).id)
+    assert remix.status == "completed" and remix.remixed_from_video_id == video.id
+    assert sim_jobs(simulator)[-1].operation == "remix"
+    assert sim_jobs(simulator)[-1].characters == (upstream_character.id,)
     plain = sdk.videos.create_and_poll(model="sora-2", prompt="Mossy waves hello")
     assert plain.id != video.id and sim_jobs(simulator)[-1].characters == ()  # the cache key has the characters
 

@@ -169,3 +169,14 @@ def test_a_model_on_a_chat_relay_cannot_edit_or_extend(start_simulator, start_ga
         assert "'sora-2'" in err.value.message and "chat" in err.value.message
         assert err.value.code == "unsupported_operation"
     assert not httpx.get(gateway.url + "/v1/usage", headers={"authorization": "Bearer " + BETA_KEY}).json()["data"]
+
+
+def test_with_a_global_cache_a_video_served_to_a_team_can_be_its_source(start_simulator, start_gateway):
+    gateway = start_gateway(start_simulator(), cache={"scope": "global"})
+    made = client(gateway).videos.create_and_poll(model="sora-2", prompt="a shared sunrise")
+    wait_until(lambda: settled(gateway))
+    beta = client(gateway, BETA_KEY)
+    served = beta.videos.create(model="sora-2", prompt="a shared sunrise")
+    assert served.id == made.id and served.status == "completed"
+    edit = beta.videos.poll(beta.videos.edit(prompt="a shared sunset", **by_id(made.id)).id)
+    assert edit.status == "completed" and beta.videos.retrieve(edit.id).prompt == "a shared sunset"

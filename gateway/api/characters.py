@@ -47,7 +47,8 @@ async def _clip(request: Request, value: Any, team: str) -> tuple[bytes, str, st
     video_id = value.get("id") if isinstance(value, dict) else value
     if not isinstance(video_id, str) or not video_id:
         raise bad_request("'video' is required: an uploaded MP4 showing the character, or {\"id\": \"video_…\"}"
-                          " of one of your completed videos.", param="video")
+                          " of one of your completed videos (a 'video_url' is not fetched: download it and upload"
+                          " the file).", param="video")
     record = await own_job(request, video_id, team)
     store = services(request).store
     if record.status != "completed" or not await store.exists(record.id):

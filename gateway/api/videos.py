@@ -367,7 +367,8 @@ async def remix_video(request: Request) -> Response:
         raise APIError(403, f"Your team may not use the model '{source.model}' of this video. Ask your platform"
                             " team to allow it.", code="model_not_allowed", param="video_id")
     video_request = VideoRequest(model=model, prompt=prompt, size=source.size, seconds=source.seconds,
-                                 remix_of=source.id, user=_user(params))
+                                 remix_of=source.id, user=_user(params),
+                                 characters=check_characters(params.get("characters")))
     control = CacheControl.parse(request.headers.get("cache-control"))
     generation = await gw.videos.generate(principal, video_request, request_id(request), control)
     request.state.cache, request.state.job = generation.cache, generation.record

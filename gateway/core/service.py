@@ -152,7 +152,9 @@ class VideoService:
         if request.source_id is None:
             return None  # an uploaded source
         record = await self.live.find(request.source_id)
-        if record is None or record.team != principal.team.name or record.deleted:
+        team = principal.team.name
+        if record is None or record.deleted or (record.team != team
+                                                and not await self.db.served_to(record.id, team)):
             raise not_found(f"Video with id '{request.source_id}' not found.")
         if record.status != "completed":
             raise bad_request(f"Video '{record.id}' cannot be the source of an {request.operation}: its status is"

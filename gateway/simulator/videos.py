@@ -289,7 +289,8 @@ class VideosAPI:
 
     async def remix(self, request: Request) -> Response:
         source = self.job_for(request)
-        prompt = parse_prompt(await read_params(request))
+        params = await read_params(request)
+        prompt = parse_prompt(params)
         status = progress_of(source, time.monotonic(), self.settings.duration_s).status
         if status != "completed":
             raise APIError(
@@ -302,6 +303,7 @@ class VideosAPI:
             seconds=source.seconds,
             size=source.size,
             remixed_from_video_id=source.id,
+            characters=self.parse_characters(params, source.key),
         )
         return self.render(job)
 

@@ -63,7 +63,8 @@ class VideosUpstream:
 
     async def submit(self, spec: GenerationSpec, key: UpstreamKey) -> str:
         if spec.remix_of:
-            video = await self._call("POST", f"/videos/{spec.remix_of}/remix", key, json={"prompt": spec.prompt})
+            video = await self._call("POST", f"/videos/{spec.remix_of}/remix", key,
+                                     json=_with_characters({"prompt": spec.prompt}, spec.characters))
         elif spec.operation != "create":
             video = await self._source_job(spec, key)
         elif spec.image is not None:
