@@ -183,3 +183,31 @@ def test_the_simulator_refuses_a_character_of_another_key(simulator):
     own = httpx.post(simulator.url + "/v1/videos", headers={"authorization": "Bearer sk-good-1"},
                      json={"prompt": "Mossy", "characters": [{"id": made["id"]}]})
     assert own.status_code == 200
+
+
+def test_a_character_from_a_video_url_follows_the_image_url_rules(gateway, simulator):
+    sdk = client(gateway)
+    for url, words in [("http://127.0.0.1:9/mossy.mp4", "non-public"), ("http://169.254.169.254/latest/", "non-public"),
+                       ("ftp://example.com/mossy.mp4", "http(s) URL")]:
+        with pytest.raises(openai.BadRequestError) as err:
+            sdk.videos.create_character(name="Mossy", video=openai.omit, extra_body={"video_url": url})
+        assert err.value.param == "video_url" and words in err.value.message and "image" not in err.value.message
+    assert httpx.get(simulator.url + "/_sim/calls").json()["calls"] == []
+
+
+async def test_public_bytes_are_fetched_under_the_same_checks_as_images() -> None:
+    from gateway.core.images import ImageError, ImageLimits, load_public_bytes
+    from tests.test_images import FakeResolver, Recorder
+
+    recorder = Recorder(lambda request: httpx.Response(200, content=CLIP))
+    fetched = await load_public_bytes("https://cdn.example/mossy.mp4", ImageLimits(), resolver=FakeResolver(),
+                                      transport=recorder.transport)
+    assert fetched == CLIP and len(recorder.requests) == 1
+    inside = FakeResolver({"intranet.example": ["10.0.0.7"]})
+    with pytest.raises(ImageError, match="non-public"):
+        await load_public_bytes("https://intranet.example/m.mp4", ImageLimits(), resolver=inside,
+                                transport=recorder.transport)
+    with pytest.raises(ImageError, match="larger than"):
+        await load_public_bytes("https://cdn.example/mossy.mp4", ImageLimits(max_bytes=100), resolver=FakeResolver(),
+                                transport=recorder.transport)
+    assert len(recorder.requests) == 2

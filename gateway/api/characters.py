@@ -1,6 +1,7 @@
 """Characters of the caller's team (`client.videos.create_character`, `get_character`).
 
-    POST   /v1/videos/characters        multipart `name` + `video` (an MP4), or `video: {"id": "video_…"}`
+    POST   /v1/videos/characters        multipart `name` + `video` (an MP4), `video: {"id": "video_…"}` or
+                                        `video_url` (a public http(s) URL of an MP4)
     GET    /v1/videos/characters        the team's characters, oldest first
     GET    /v1/videos/characters/{id}
     DELETE /v1/videos/characters/{id}
@@ -19,6 +20,7 @@ from starlette.responses import Response
 from gateway.api.common import JSONResponse, authenticate, services
 from gateway.api.videos import Upload, own_job, read_params
 from gateway.core.characters import check_name, is_mp4
+from gateway.core.images import ImageError, ImageLimits, load_public_bytes
 from gateway.core.records import CharacterRecord
 from gateway.errors import APIError, bad_request
 
@@ -32,7 +34,10 @@ async def create_character(request: Request) -> Response:
     principal = await authenticate(request)
     params = await read_params(request, gw.config.server.max_body_bytes)
     name = check_name(params.get("name"))
-    media, source, video_id = await _clip(request, params.get("video"), principal.team.name)
+    if params.get("video_url") is not None and params.get("video") is None:
+        media, source, video_id = await _fetched_clip(gw, params["video_url"]), "url", None
+    else:
+        media, source, video_id = await _clip(request, params.get("video"), principal.team.name)
     record = await gw.videos.characters.create(principal.team.name, name, media, source, video_id)
     return JSONResponse(character_object(record))
 
@@ -47,14 +52,33 @@ async def _clip(request: Request, value: Any, team: str) -> tuple[bytes, str, st
     video_id = value.get("id") if isinstance(value, dict) else value
     if not isinstance(video_id, str) or not video_id:
         raise bad_request("'video' is required: an uploaded MP4 showing the character, or {\"id\": \"video_…\"}"
-                          " of one of your completed videos (a 'video_url' is not fetched: download it and upload"
-                          " the file).", param="video")
+                          " of one of your completed videos, or a 'video_url'.", param="video")
     record = await own_job(request, video_id, team)
     store = services(request).store
     if record.status != "completed" or not await store.exists(record.id):
         raise APIError(409, f"Video '{video_id}' is not ready: its status is {record.status}. A character can be"
                             " made from a completed video.", code="video_not_ready", param="video")
     return await asyncio.to_thread(store.local_path(record.id).read_bytes), "video", record.id
+
+
+async def _fetched_clip(gw, url: Any) -> bytes:
+    """`video_url`: an MP4 at a public http(s) URL, fetched under the image-URL rules (public addresses only,
+    checked on every redirect, with size and time limits)."""
+    if not isinstance(url, str) or not url.lower().startswith(("https://", "http://")):
+        raise bad_request("'video_url' must be an http(s) URL of an MP4 showing the character.", param="video_url")
+    limits = ImageLimits(max_bytes=gw.config.server.max_body_bytes, timeout_s=gw.videos.image_limits.timeout_s)
+    try:
+        data = await load_public_bytes(url, limits)
+    except TimeoutError:
+        raise bad_request(f"video_url did not download within {limits.timeout_s:g} seconds; upload the file"
+                          " instead.", param="video_url") from None
+    except ImageError as exc:
+        raise bad_request(str(exc).replace("image_url", "video_url").replace("image", "video"),
+                          param="video_url") from None
+    if not is_mp4(data):
+        raise bad_request("video_url is not an MP4 file; link or upload an MP4 showing the character.",
+                          param="video_url", code="unsupported_file")
+    return data
 
 
 async def list_characters(request: Request) -> Response:

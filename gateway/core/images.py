@@ -15,12 +15,13 @@ import socket
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
 from gateway.core.upstream import ImageInput
 
-__all__ = ["ImageError", "ImageLimits", "Resolver", "load_image", "sniff_mime"]
+__all__ = ["ImageError", "ImageLimits", "Resolver", "load_image", "load_public_bytes", "sniff_mime"]
 
 Resolver = Callable[[str], Awaitable[list[str]]]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -229,9 +230,22 @@ def _host(url: httpx.URL) -> str:
     return url.raw_host.decode("ascii")
 
 
+async def load_public_bytes(
+    url: str,
+    limits: ImageLimits,
+    *,
+    resolver: Resolver | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> bytes:
+    """The body at a public http(s) URL, under the same checks as an image's (a character's `video_url`)."""
+    async with asyncio.timeout(limits.timeout_s):
+        return await _fetch(_parse_url(url), limits, resolver or resolve_host, transport, convert=bytes)
+
+
 async def _fetch(
-    url: httpx.URL, limits: ImageLimits, resolver: Resolver, transport: httpx.AsyncBaseTransport | None
-) -> ImageInput:
+    url: httpx.URL, limits: ImageLimits, resolver: Resolver, transport: httpx.AsyncBaseTransport | None,
+    convert: Callable[[bytes], Any] = _as_image,
+) -> Any:
     async with httpx.AsyncClient(
         transport=transport or httpx.AsyncHTTPTransport(retries=0),
         timeout=limits.timeout_s,
@@ -247,7 +261,7 @@ async def _fetch(
                     url = _redirect_target(url, location)
                     continue
                 _check_status(url, response)
-                return _as_image(await _read_body(url, response, limits.max_bytes))
+                return convert(await _read_body(url, response, limits.max_bytes))
             finally:
                 await response.aclose()
     raise ImageError(
