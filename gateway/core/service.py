@@ -91,7 +91,8 @@ class VideoService:
         team = principal.team.name
         source = await self._source(principal, request)
         cast = await self.characters.for_job(team, request.characters, request.prompt)
-        request = replace(request, characters=tuple(c.id for c in cast))
+        if cast:  # ids and @Name mentions alike, so both kinds of request share a cache key
+            request = replace(request, characters=tuple(c.id for c in cast))
         self.lifecycle.upstreams_for(request, source, bool(cast))  # what no upstream can do is refused first
         cache = self.config.cache
         key = cache_key(request, image, team if cache.scope == "team" else None, video) if cache.enabled else None
@@ -157,9 +158,9 @@ class VideoService:
                                                 and not await self.db.served_to(record.id, team)):
             raise not_found(f"Video with id '{request.source_id}' not found.")
         if record.status != "completed":
+            advice = "make a new video instead" if record.status == "failed" else "wait until it is 'completed'"
             raise bad_request(f"Video '{record.id}' cannot be the source of an {request.operation}: its status is"
-                              f" '{public_status(record.status)}'; wait until it is 'completed'.", param="video",
-                              code="video_not_ready")
+                              f" '{public_status(record.status)}'; {advice}.", param="video", code="video_not_ready")
         return record
 
     async def _remix_source(self, principal: Principal, video_id: str | None) -> JobRecord | None:
