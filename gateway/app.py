@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
-from gateway.api import admin, chat, dashboard, health, models, usage, videos
+from gateway.api import admin, characters, chat, dashboard, health, models, usage, video_edits, videos
 from gateway.api.access import AccessMiddleware
 from gateway.api.errors import (
     api_error_handler,
@@ -281,6 +281,12 @@ def create_app(config: Config) -> Starlette:
         Route("/v1/models", models.list_models),
         Route("/v1/models/{model_id:path}", models.retrieve_model),
         Route("/v1/chat/completions", chat.chat_completions, methods=["POST"]),
+        Route("/v1/videos/characters", characters.create_character, methods=["POST"]),
+        Route("/v1/videos/characters", characters.list_characters, methods=["GET"]),
+        Route("/v1/videos/characters/{character_id}", characters.get_character, methods=["GET"]),
+        Route("/v1/videos/characters/{character_id}", characters.delete_character, methods=["DELETE"]),
+        Route("/v1/videos/edits", video_edits.edit_video, methods=["POST"]),
+        Route("/v1/videos/extensions", video_edits.extend_video, methods=["POST"]),
         Route("/v1/videos", videos.create_video, methods=["POST"]),
         Route("/v1/videos", videos.list_videos, methods=["GET"]),
         Route("/v1/videos/{video_id}", videos.retrieve_video, methods=["GET"]),

@@ -87,7 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--team")
     p.add_argument("--since", help="YYYY-MM-DD, ISO 8601 time or epoch seconds (inclusive)")
     p.add_argument("--until", help="YYYY-MM-DD (that whole day included), ISO 8601 time or epoch seconds")
-    p.add_argument("--group-by", choices=["day", "model", "key", "team"], default="day")
+    p.add_argument("--group-by", choices=["day", "model", "key", "team"],
+                   help="default: team without --team, day with it")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.set_defaults(func=cmd_usage)
 
@@ -201,14 +202,15 @@ def cmd_usage(args: argparse.Namespace) -> int:
             until = parse_time(args.until, "--until", end=True)
         except GatewayError as exc:
             return _fail(exc.message)
-        data, total = await usage_report(db, args.team, since, until, args.group_by)
+        group = args.group_by or ("day" if args.team else "team")
+        data, total = await usage_report(db, args.team, since, until, group, per_team=True)
         if args.format == "json":
-            print(json.dumps({"object": "usage", "team": args.team, "group_by": args.group_by, "data": data,
+            print(json.dumps({"object": "usage", "team": args.team, "group_by": group, "data": data,
                               "total": total}, indent=2))
         elif args.format == "csv":
-            print(to_csv(data, args.group_by), end="")
+            print(to_csv(data, group, per_team=True), end="")
         else:
-            print(to_table(data, total, args.group_by))
+            print(to_table(data, total, group, per_team=True))
         return 0
 
     return _with_database(args, action)

@@ -118,6 +118,22 @@ def test_system_text_is_prepended_to_the_prompt(gateway):
     assert video.prompt == "Cinematic, 35mm film.\n\na lighthouse at dawn"
 
 
+def test_without_a_user_message_the_last_developer_or_system_message_is_the_prompt(gateway):
+    completion = client(gateway).chat.completions.create(model="sora-2", messages=[
+        {"role": "system", "content": "Cinematic, 35mm film."},
+        {"role": "developer", "content": "a lighthouse at dawn", "name": "director"},
+    ])
+    assert completion.model_extra["video"]["status"] == "completed"
+    video = client(gateway).videos.retrieve(completion.model_extra["video"]["id"])
+    assert video.prompt == "Cinematic, 35mm film.\n\na lighthouse at dawn"
+    stream = client(gateway).chat.completions.create(
+        model="sora-2", stream=True, messages=[{"role": "developer", "content": "a kite over dunes"}])
+    assert [c for c in stream if c.choices][-1].model_extra["video"]["status"] == "completed"
+    with pytest.raises(openai.BadRequestError) as err:
+        client(gateway).chat.completions.create(model="sora-2", messages=[{"role": "assistant", "content": "hi"}])
+    assert err.value.param == "messages" and "developer" in err.value.message
+
+
 def test_data_uri_image_becomes_the_input_reference(gateway, simulator):
     png = base64.b64decode(
         "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==")

@@ -20,7 +20,7 @@ import pytest
 
 from gateway.backends.postgres import MIGRATIONS, PostgresDatabase, migrate
 from gateway.backends.sqlite import SQLiteDatabase
-from gateway.core.records import JobRecord, KeyRecord, LedgerRow
+from gateway.core.records import CharacterRecord, JobRecord, KeyRecord, LedgerRow
 
 Database = SQLiteDatabase | PostgresDatabase
 
@@ -93,7 +93,8 @@ FULL = JobRecord(
     upstream_key="relay-a#2", upstream_job_id="video_up_1", error_code="moderation",
     error_message="refused: unsafe", refused=True, completed_at=1_700_000_456.125, cache_key="ck_1",
     remixed_from="video_source", request_id="req_1", user="user-42", price=1.2,
-    has_thumbnail=True, deleted=True, reservation_id="res_1", webhook_url="https://hooks.example/v",
+    has_thumbnail=True, deleted=True, reservation_id="res_1", edited_from="video_e", extended_from="video_x",
+    base_seconds=8, webhook_url="https://hooks.example/v",
 )
 
 
@@ -406,3 +407,50 @@ async def test_a_webhook_event_is_written_with_the_jobs_end_and_leased_to_one_se
     assert await database.claim_webhooks(now=1_000.0, lease_s=60.0, limit=10) == []
     assert await database.webhook_counts() == {"delivered": 1, "failed": 0, "pending": 0}
 
+async def test_characters_round_trip_list_per_team_delete_and_key_mappings(database: Database) -> None:
+    clip = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256))
+    mine = CharacterRecord(id="char_a", team="alpha", name="Mossy", created_at=1.0, media=clip)
+    other = CharacterRecord(id="char_b", team="beta", name="Rex", created_at=2.0, media=b"x", source="video",
+                            source_video_id="video_1")
+    for record in (mine, other):
+        await database.insert_character(record)
+    assert await database.get_character("char_a") == mine
+    assert await database.get_character("char_b") == other
+    assert await database.get_character("char_nope") is None
+    assert [c.id for c in await database.list_characters("alpha")] == ["char_a"]
+    assert await database.character_keys(["char_a", "char_b"]) == {"char_a": {}, "char_b": {}}
+    await database.save_character_key("char_a", "sim:1", "char_up_1")
+    await database.save_character_key("char_a", "sim:2", "char_up_2")
+    await database.save_character_key("char_a", "sim:2", "char_up_3")  # made again on that key
+    assert await database.character_keys(["char_a"]) == {"char_a": {"sim:1": "char_up_1", "sim:2": "char_up_3"}}
+    assert await database.delete_character("char_a") is True
+    assert await database.delete_character("char_a") is False
+    assert await database.list_characters("alpha") == []
+    assert (await database.get_character("char_a")).deleted is True
+
+
+async def test_a_sqlite_file_from_before_edits_gains_their_columns(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE jobs (id TEXT PRIMARY KEY, team TEXT NOT NULL, key_id TEXT NOT NULL, model TEXT NOT NULL,"
+                " upstream_model TEXT NOT NULL, prompt TEXT NOT NULL, size TEXT NOT NULL, seconds INTEGER NOT NULL,"
+                " created_at REAL NOT NULL, status TEXT NOT NULL, progress REAL NOT NULL DEFAULT 0,"
+                " upstream TEXT NOT NULL DEFAULT '', upstream_key TEXT NOT NULL DEFAULT '',"
+                " upstream_job_id TEXT NOT NULL DEFAULT '', error_code TEXT, error_message TEXT,"
+                " refused INTEGER NOT NULL DEFAULT 0, completed_at REAL, cache_key TEXT, remixed_from TEXT,"
+                " request_id TEXT NOT NULL DEFAULT '', user TEXT, price REAL NOT NULL DEFAULT 0,"
+                " has_thumbnail INTEGER NOT NULL DEFAULT 0, deleted INTEGER NOT NULL DEFAULT 0, reservation_id TEXT)")
+    old.execute("INSERT INTO jobs (id, team, key_id, model, upstream_model, prompt, size, seconds, created_at, status)"
+                " VALUES ('video_old', 'alpha', 'k', 'sora-2', 'sora-2', 'p', '720x1280', 4, 1.0, 'completed')")
+    old.commit()
+    old.close()
+    db = SQLiteDatabase(str(path))
+    try:
+        assert (await db.get_job("video_old")).base_seconds == 0
+        await db.insert_job(job("video_new", extended_from="video_old", base_seconds=4, seconds=8))
+        new = await db.get_job("video_new")
+        assert (new.extended_from, new.base_seconds, new.seconds) == ("video_old", 4, 8)
+    finally:
+        await db.close()

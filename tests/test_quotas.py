@@ -196,6 +196,21 @@ def test_usage_endpoint_csv_and_cli_agree_with_the_requests_made(simulator, star
     assert json.loads(report.stdout)["total"] == usage["total"]
     table = run_cli("usage", "--config", str(config), "--group-by", "team")
     assert "TOTAL" in table.stdout and "2.40" in table.stdout
+    default = list(csv.DictReader(io.StringIO(httpx.get(gateway.url + "/admin/usage?format=csv",
+                                                        headers=ADMIN).text)))
+    assert [(r["team"], r["requests"]) for r in default] == [("alpha", "4"), ("beta", "1")]
+    by_model = httpx.get(gateway.url + "/admin/usage?group_by=model", headers=ADMIN).json()["data"]
+    assert [(r["team"], r["model"], r["requests"]) for r in by_model] == [
+        ("alpha", "sora-2", 4), ("beta", "org/sora-2-pro", 1)]
+    by_day = list(csv.DictReader(io.StringIO(httpx.get(gateway.url + "/admin/usage?team=beta&format=csv",
+                                                       headers=ADMIN).text)))
+    assert [(r["team"], bool(r["day"]), r["requests"]) for r in by_day] == [("beta", True, "1")]
+    cli_default = run_cli("usage", "--config", str(config), "--format", "csv")
+    assert [(r["team"], r["requests"]) for r in csv.DictReader(io.StringIO(cli_default.stdout))] == [
+        ("alpha", "4"), ("beta", "1")]
+    cli_by_day = json.loads(run_cli("usage", "--config", str(config), "--group-by", "day", "--format", "json").stdout)
+    assert {r["team"] for r in cli_by_day["data"]} == {"alpha", "beta"} and all(r["day"] for r in cli_by_day["data"])
+    assert "alpha" in run_cli("usage", "--config", str(config), "--group-by", "model").stdout
     bad = httpx.get(gateway.url + "/v1/usage?group_by=team", headers={"authorization": f"Bearer {ALPHA_KEY}"})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "group_by"
 

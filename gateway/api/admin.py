@@ -90,17 +90,17 @@ async def usage_report(request: Request) -> Response:
     require_admin(request)
     gw = services(request)
     q = request.query_params
-    group = check_group(q.get("group_by"))
+    team = q.get("team") or None
+    group = check_group(q.get("group_by"), default="day" if team else "team")
     fmt = q.get("format", "json")
     if fmt not in ("json", "csv"):
         raise bad_request(f"Invalid value for 'format': {fmt!r}. Supported values are: 'json', 'csv'.", param="format")
-    data, total = await ledger.usage_report(gw.db, q.get("team") or None, parse_time(q.get("since"), "since"),
-                                     parse_time(q.get("until"), "until", end=True), group)
+    data, total = await ledger.usage_report(gw.db, team, parse_time(q.get("since"), "since"),
+                                            parse_time(q.get("until"), "until", end=True), group, per_team=True)
     if fmt == "csv":
-        return StreamingResponse(csv_lines(data, group), media_type="text/csv",
+        return StreamingResponse(csv_lines(data, group, per_team=True), media_type="text/csv",
                                  headers={"content-disposition": 'attachment; filename="usage.csv"'})
-    return JSONResponse({"object": "usage", "team": q.get("team") or None, "group_by": group, "data": data,
-                         "total": total})
+    return JSONResponse({"object": "usage", "team": team, "group_by": group, "data": data, "total": total})
 
 
 async def store_usage(request: Request) -> Response:

@@ -29,7 +29,7 @@ def video_object(record: JobRecord, expires_at: int | None = None) -> dict[str, 
         "completed_at": int(record.completed_at) if record.completed_at and record.status == "completed" else None,
         "expires_at": expires_at if record.status == "completed" else None,
         "prompt": record.prompt,
-        "seconds": str(record.seconds),
+        "seconds": str(record.seconds + record.base_seconds),  # an extension: the stitched length
         "size": record.size,
         "remixed_from_video_id": record.remixed_from,
         "error": error,

@@ -8,6 +8,8 @@
     GET    /v1/videos/{id}/content/{exp}.{sig}.mp4   the video through a signed link
     POST   /v1/videos/{id}/remix            a new video from a completed one and a new prompt
 
+Edits, extensions and characters live in `gateway.api.video_edits` and `gateway.api.characters`.
+
 Every generation goes through `VideoService.generate`, exactly as chat completions do: the same keys, quotas,
 cache, ledger and upstream rotation. Ids are the gateway's own, so a video made through chat is visible here
 and the reverse.
@@ -29,7 +31,7 @@ from gateway.api.shapes import public_status, video_object
 from gateway.core.cache import CacheControl
 from gateway.core.images import ImageError, load_image, sniff_mime
 from gateway.core.records import JobRecord
-from gateway.core.request import VideoRequest, check_prompt, check_seconds, check_size, resolve_model
+from gateway.core.request import VideoRequest, check_characters, check_prompt, check_seconds, check_size, resolve_model
 from gateway.core.service import Generation
 from gateway.core.signing import parse_link_token
 from gateway.core.store import MEDIA_TYPES
@@ -81,6 +83,7 @@ async def create_video(request: Request) -> Response:
         seconds=check_seconds(params.get("seconds"), model),
         user=_user(params),
         webhook_url=await _webhook_url(gw, principal, params),
+        characters=check_characters(params.get("characters")),
     )
     image = await _input_reference(gw, params.get("input_reference"))
     control = CacheControl.parse(request.headers.get("cache-control"))
@@ -181,7 +184,12 @@ async def read_params(request: Request, limit: int) -> dict[str, Any]:
             elif (problem := control_character(name, name) or control_character(name, value)) is not None:
                 raise problem
             outer, bracket, inner = name.partition("[")
-            if bracket and inner.endswith("]") and "[" not in inner:
+            if bracket and inner.startswith("][") and inner.endswith("]") and "[" not in inner[2:]:
+                items = params.get(outer)  # `characters[][id]`, as the SDKs write an array of objects
+                if not isinstance(items, list):
+                    items = params[outer] = []
+                items.append({inner[2:-1]: value})
+            elif bracket and inner.endswith("]") and "[" not in inner:
                 nested = params.get(outer)
                 if not isinstance(nested, dict):
                     nested = params[outer] = {}
@@ -373,7 +381,8 @@ async def remix_video(request: Request) -> Response:
                             " team to allow it.", code="model_not_allowed", param="video_id")
     video_request = VideoRequest(model=model, prompt=prompt, size=source.size, seconds=source.seconds,
                                  remix_of=source.id, user=_user(params),
-                                 webhook_url=await _webhook_url(gw, principal, params))
+                                 webhook_url=await _webhook_url(gw, principal, params),
+                                 characters=check_characters(params.get("characters")))
     control = CacheControl.parse(request.headers.get("cache-control"))
     generation = await gw.videos.generate(principal, video_request, request_id(request), control)
     request.state.cache, request.state.job = generation.cache, generation.record

@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 
 from gateway.backends.group_commit import GroupCommit
-from gateway.core.records import ACTIVE_STATES, JobRecord, KeyRecord, LedgerRow, WebhookEvent
+from gateway.core.records import ACTIVE_STATES, CharacterRecord, JobRecord, KeyRecord, LedgerRow, WebhookEvent
 
 MIGRATIONS: tuple[tuple[int, str], ...] = (
     (1, """
@@ -59,6 +59,21 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         CREATE INDEX webhook_due ON webhook_outbox (next_attempt_at)
             WHERE delivered_at IS NULL AND failed_at IS NULL;
     """),
+    (4, """
+        ALTER TABLE jobs ADD COLUMN edited_from text;
+        ALTER TABLE jobs ADD COLUMN extended_from text;
+        ALTER TABLE jobs ADD COLUMN base_seconds integer NOT NULL DEFAULT 0;
+        CREATE TABLE characters (
+            id text PRIMARY KEY, team text NOT NULL, name text NOT NULL, created_at double precision NOT NULL,
+            media bytea NOT NULL, source text NOT NULL, source_video_id text,
+            deleted boolean NOT NULL DEFAULT false
+        );
+        CREATE INDEX characters_team ON characters (team, created_at);
+        CREATE TABLE character_keys (
+            character_id text NOT NULL, upstream_key text NOT NULL, upstream_character_id text NOT NULL,
+            PRIMARY KEY (character_id, upstream_key)
+        );
+    """),
 )
 
 _MIGRATIONS_TABLE = """
@@ -75,6 +90,7 @@ _JOB_COLUMN_SET = frozenset(_JOB_COLUMNS)
 _BOOL_COLUMNS = frozenset({"refused", "has_thumbnail", "deleted"})
 _KEY_COLUMNS = tuple(f.name for f in fields(KeyRecord))
 _LEDGER_COLUMNS = tuple(f.name for f in fields(LedgerRow))
+_CHARACTER_COLUMNS = tuple(f.name for f in fields(CharacterRecord))
 
 
 def _ident(name: str) -> str:
@@ -92,6 +108,7 @@ def _placeholders(count: int, start: int = 1) -> str:
 _JOBS = _column_list(_JOB_COLUMNS)
 _KEYS = _column_list(_KEY_COLUMNS)
 _LEDGER = _column_list(_LEDGER_COLUMNS)
+_CHARACTERS = _column_list(_CHARACTER_COLUMNS)
 
 _WEBHOOKS = _column_list(WebhookEvent.columns())
 _INSERT_WEBHOOK = (f"INSERT INTO webhook_outbox ({_WEBHOOKS}) VALUES ({_placeholders(len(WebhookEvent.columns()))})"
@@ -278,6 +295,43 @@ class PostgresDatabase:
         )
         return [_job(r) for r in rows]
 
+    # characters
+    async def insert_character(self, character: CharacterRecord) -> None:
+        await self.pool.execute(
+            "INSERT INTO characters (id, team, name, created_at, media, source, source_video_id)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            character.id, character.team, character.name, character.created_at, character.media, character.source,
+            character.source_video_id)
+
+    async def get_character(self, character_id: str) -> CharacterRecord | None:
+        row = await self.pool.fetchrow(f"SELECT {_CHARACTERS} FROM characters WHERE id = $1", character_id)
+        return CharacterRecord(**dict(row)) if row else None
+
+    async def list_characters(self, team: str) -> list[CharacterRecord]:
+        rows = await self.pool.fetch(f"SELECT {_CHARACTERS} FROM characters WHERE team = $1 AND NOT deleted"
+                                     " ORDER BY created_at, id", team)
+        return [CharacterRecord(**dict(r)) for r in rows]
+
+    async def delete_character(self, character_id: str) -> bool:
+        deleted = await self.pool.fetchval(
+            "UPDATE characters SET deleted = true WHERE id = $1 AND NOT deleted RETURNING id", character_id)
+        return deleted is not None
+
+    async def character_keys(self, character_ids: list[str]) -> dict[str, dict[str, str]]:
+        found: dict[str, dict[str, str]] = {c: {} for c in character_ids}
+        rows = await self.pool.fetch("SELECT character_id, upstream_key, upstream_character_id FROM character_keys"
+                                     " WHERE character_id = ANY($1::text[])", character_ids)
+        for row in rows:
+            found[row["character_id"]][row["upstream_key"]] = row["upstream_character_id"]
+        return found
+
+    async def save_character_key(self, character_id: str, upstream_key: str, upstream_id: str) -> None:
+        await self.pool.execute(
+            "INSERT INTO character_keys (character_id, upstream_key, upstream_character_id) VALUES ($1, $2, $3)"
+            " ON CONFLICT (character_id, upstream_key)"
+            " DO UPDATE SET upstream_character_id = EXCLUDED.upstream_character_id",
+            character_id, upstream_key, upstream_id)
+
     # keys
     async def insert_key(self, key: KeyRecord) -> None:
         await self.pool.execute(
@@ -349,17 +403,19 @@ class PostgresDatabase:
         return [LedgerRow(**dict(r)) for r in rows]
 
     async def usage_groups(self, team: str | None, since: float | None, until: float | None,
-                           group: str) -> list[tuple]:
+                           group: str, per_team: bool = False) -> list[tuple]:
         """(group value, requests, videos, video seconds, USD) per group, summed by PostgreSQL."""
         where, params = ["true"], []
         for column, op, value in (("team", "=", team or None), ("time", ">=", since), ("time", "<", until)):
             if value is not None:
                 params.append(value)
                 where.append(f"{column} {op} ${len(params)}")
+        keys = "team, g" if per_team else "g"
         rows = await self.pool.fetch(
-            f"SELECT {_PG_GROUPS[group]} AS g, COUNT(*), COUNT(*) FILTER (WHERE outcome = 'completed'),"
+            f"SELECT {'team, ' if per_team else ''}{_PG_GROUPS[group]} AS g, COUNT(*),"
+            f" COUNT(*) FILTER (WHERE outcome = 'completed'),"
             f" COALESCE(SUM(seconds) FILTER (WHERE outcome = 'completed'), 0), SUM(cost_usd)"
-            f" FROM ledger WHERE {' AND '.join(where)} GROUP BY g ORDER BY g", *params)
+            f" FROM ledger WHERE {' AND '.join(where)} GROUP BY {keys} ORDER BY {keys}", *params)
         return [tuple(r) for r in rows]
 
     async def usage_by_day(self, team: str | None, since: float, group: str) -> list[tuple]:

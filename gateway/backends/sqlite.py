@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.backends.group_commit import GroupCommit
-from gateway.core.records import ACTIVE_STATES, JobRecord, KeyRecord, LedgerRow, WebhookEvent
+from gateway.core.records import ACTIVE_STATES, CharacterRecord, JobRecord, KeyRecord, LedgerRow, WebhookEvent
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -27,7 +27,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     upstream_job_id TEXT NOT NULL DEFAULT '', error_code TEXT, error_message TEXT,
     refused INTEGER NOT NULL DEFAULT 0, completed_at REAL, cache_key TEXT, remixed_from TEXT,
     request_id TEXT NOT NULL DEFAULT '', user TEXT, price REAL NOT NULL DEFAULT 0,
-    has_thumbnail INTEGER NOT NULL DEFAULT 0, deleted INTEGER NOT NULL DEFAULT 0, reservation_id TEXT
+    has_thumbnail INTEGER NOT NULL DEFAULT 0, deleted INTEGER NOT NULL DEFAULT 0, reservation_id TEXT,
+    edited_from TEXT, extended_from TEXT, base_seconds INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_team_created ON jobs (team, created_at);
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status);
@@ -42,6 +43,15 @@ CREATE TABLE IF NOT EXISTS ledger (
     cost_usd REAL NOT NULL DEFAULT 0, user TEXT, job_id TEXT, upstream TEXT, upstream_key TEXT,
     latency_ms REAL
 );
+CREATE TABLE IF NOT EXISTS characters (
+    id TEXT PRIMARY KEY, team TEXT NOT NULL, name TEXT NOT NULL, created_at REAL NOT NULL, media BLOB NOT NULL,
+    source TEXT NOT NULL, source_video_id TEXT, deleted INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS characters_team ON characters (team, created_at);
+CREATE TABLE IF NOT EXISTS character_keys (
+    character_id TEXT NOT NULL, upstream_key TEXT NOT NULL, upstream_character_id TEXT NOT NULL,
+    PRIMARY KEY (character_id, upstream_key)
+);
 CREATE INDEX IF NOT EXISTS ledger_team_time ON ledger (team, time);
 CREATE INDEX IF NOT EXISTS ledger_job ON ledger (job_id);
 CREATE TABLE IF NOT EXISTS webhook_outbox (
@@ -53,8 +63,13 @@ CREATE TABLE IF NOT EXISTS webhook_outbox (
 CREATE INDEX IF NOT EXISTS webhook_due ON webhook_outbox (next_attempt_at) WHERE delivered_at IS NULL
     AND failed_at IS NULL;
 """
-# Columns added after a table was first created: (table, column, definition).
-_ADDED_COLUMNS = (("jobs", "webhook_url", "TEXT"),)
+# Columns added after a release: a database made before them gains them when it is opened.
+ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("jobs", "edited_from", "TEXT"),
+    ("jobs", "extended_from", "TEXT"),
+    ("jobs", "base_seconds", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "webhook_url", "TEXT"),
+)
 
 _JOB_COLUMNS = JobRecord.columns()
 LOCK_WAIT_S = 5.0
@@ -73,11 +88,15 @@ class SQLiteDatabase:
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute("PRAGMA busy_timeout=0")
         self.conn.executescript(SCHEMA)
-        for table, column, definition in _ADDED_COLUMNS:
+        self._add_columns()
+        self._ledger_writer: GroupCommit[LedgerRow] = GroupCommit(self._ledger_insert_many)
+
+    def _add_columns(self) -> None:
+        for table, column, definition in ADDED_COLUMNS:
             present = {row["name"] for row in self.conn.execute(f"PRAGMA table_info({table})")}
             if column not in present:
-                self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
-        self._ledger_writer: GroupCommit[LedgerRow] = GroupCommit(self._ledger_insert_many)
+                with contextlib.suppress(sqlite3.OperationalError):  # another process added it just now
+                    self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
     async def close(self) -> None:
         self.conn.close()
@@ -242,6 +261,42 @@ class SQLiteDatabase:
                                 " LIMIT 1", (job_id, team)).fetchone()
         return row is not None
 
+    # characters
+    async def insert_character(self, character: CharacterRecord) -> None:
+        await self._write(lambda: self.conn.execute(
+            "INSERT INTO characters (id, team, name, created_at, media, source, source_video_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (character.id, character.team, character.name, character.created_at, character.media, character.source,
+             character.source_video_id)))
+
+    async def get_character(self, character_id: str) -> CharacterRecord | None:
+        row = self.conn.execute("SELECT * FROM characters WHERE id = ?", (character_id,)).fetchone()
+        return _character(row) if row else None
+
+    async def list_characters(self, team: str) -> list[CharacterRecord]:
+        rows = self.conn.execute("SELECT * FROM characters WHERE team = ? AND deleted = 0 ORDER BY created_at, id",
+                                 (team,))
+        return [_character(r) for r in rows]
+
+    async def delete_character(self, character_id: str) -> bool:
+        cur = await self._write(lambda: self.conn.execute(
+            "UPDATE characters SET deleted = 1 WHERE id = ? AND deleted = 0", (character_id,)))
+        return cur.rowcount > 0
+
+    async def character_keys(self, character_ids: list[str]) -> dict[str, dict[str, str]]:
+        marks = ", ".join("?" for _ in character_ids)
+        found: dict[str, dict[str, str]] = {c: {} for c in character_ids}
+        if character_ids:
+            for row in self.conn.execute(f"SELECT * FROM character_keys WHERE character_id IN ({marks})",
+                                         character_ids):
+                found[row["character_id"]][row["upstream_key"]] = row["upstream_character_id"]
+        return found
+
+    async def save_character_key(self, character_id: str, upstream_key: str, upstream_id: str) -> None:
+        await self._write(lambda: self.conn.execute(
+            "INSERT OR REPLACE INTO character_keys (character_id, upstream_key, upstream_character_id)"
+            " VALUES (?, ?, ?)", (character_id, upstream_key, upstream_id)))
+
     # keys
     async def insert_key(self, key: KeyRecord) -> None:
         await self._write(lambda: self.conn.execute(
@@ -314,16 +369,17 @@ class SQLiteDatabase:
 
 
     async def usage_groups(self, team: str | None, since: float | None, until: float | None,
-                           group: str) -> list[tuple]:
+                           group: str, per_team: bool = False) -> list[tuple]:
         """(group value, requests, videos, video seconds, USD) per group, summed by SQLite.
 
         The scan runs in a worker thread on a connection of its own (WAL lets it read beside the writer), so a
         report over a large ledger does not stall the event loop.
         """
         where, params = _ledger_filter(team, since, until)
-        sql = (f"SELECT {_SQLITE_GROUPS[group]} AS g, COUNT(*), SUM(outcome = 'completed'),"
-               f" SUM(CASE WHEN outcome = 'completed' THEN seconds ELSE 0 END), SUM(cost_usd)"
-               f" FROM ledger WHERE {where} GROUP BY g ORDER BY g")
+        keys = "team, g" if per_team else "g"
+        sql = (f"SELECT {'team, ' if per_team else ''}{_SQLITE_GROUPS[group]} AS g, COUNT(*),"
+               f" SUM(outcome = 'completed'), SUM(CASE WHEN outcome = 'completed' THEN seconds ELSE 0 END),"
+               f" SUM(cost_usd) FROM ledger WHERE {where} GROUP BY {keys} ORDER BY {keys}")
         if self.path == ":memory:":
             return [tuple(r) for r in self.conn.execute(sql, params)]
         return await asyncio.to_thread(_read_all, self.path, sql, params)
@@ -369,3 +425,9 @@ def _job(row: sqlite3.Row) -> JobRecord:
     for name in _BOOL_COLUMNS:
         values[name] = bool(values[name])
     return JobRecord(**values)
+
+
+def _character(row: sqlite3.Row) -> CharacterRecord:
+    values = dict(row)
+    values["deleted"] = bool(values["deleted"])
+    return CharacterRecord(**values)

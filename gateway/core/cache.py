@@ -7,14 +7,15 @@ from dataclasses import dataclass
 import orjson
 
 from gateway.core.request import VideoRequest
-from gateway.core.upstream import ImageInput
+from gateway.core.upstream import ImageInput, VideoInput
 
 
 def normalise_prompt(prompt: str) -> str:
     return " ".join(prompt.split())
 
 
-def cache_key(request: VideoRequest, image: ImageInput | None, team: str | None) -> str:
+def cache_key(request: VideoRequest, image: ImageInput | None, team: str | None,
+              video: VideoInput | None = None) -> str:
     """Hash of everything that decides the video; `team` is None when the cache is global."""
     parts = [
         team or "*",
@@ -26,6 +27,9 @@ def cache_key(request: VideoRequest, image: ImageInput | None, team: str | None)
         hashlib.sha256(image.data).hexdigest() if image else "",
         request.remix_of or "",
     ]
+    if request.operation != "create" or request.characters:  # keys of plain videos stay as they were
+        parts += [request.operation, request.source_id or "", hashlib.sha256(video.data).hexdigest() if video else "",
+                  sorted(request.characters)]
     return "vc1:" + hashlib.sha256(orjson.dumps(parts)).hexdigest()
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from gateway.core.records import JobRecord, KeyRecord, LedgerRow, WebhookEvent
+from gateway.core.records import CharacterRecord, JobRecord, KeyRecord, LedgerRow, WebhookEvent
 
 
 class Database(Protocol):
@@ -36,6 +36,16 @@ class Database(Protocol):
     async def served_to(self, job_id: str, team: str) -> bool:
         """Whether `team` was handed this job as a cache hit or a join (a global cache shares across teams)."""
 
+    # characters
+    async def insert_character(self, character: CharacterRecord) -> None: ...
+    async def get_character(self, character_id: str) -> CharacterRecord | None: ...
+    async def list_characters(self, team: str) -> list[CharacterRecord]: ...
+    async def delete_character(self, character_id: str) -> bool: ...
+    async def character_keys(self, character_ids: list[str]) -> dict[str, dict[str, str]]:
+        """Per character, the upstream keys (by label) it was made on and its upstream id on each."""
+
+    async def save_character_key(self, character_id: str, upstream_key: str, upstream_id: str) -> None: ...
+
     # team keys
     async def insert_key(self, key: KeyRecord) -> None: ...
     async def key_by_hash(self, key_hash: str) -> KeyRecord | None: ...
@@ -52,8 +62,8 @@ class Database(Protocol):
 
     async def recent_failures(self, team: str | None, limit: int) -> list[JobRecord]: ...
     async def usage_groups(self, team: str | None, since: float | None, until: float | None,
-                           group: str) -> list[tuple]:
-        """(group value, requests, videos, video seconds, USD) per group, summed by the database."""
+                           group: str, per_team: bool = False) -> list[tuple]:
+        """([team,] group value, requests, videos, video seconds, USD) per group, summed by the database."""
 
     # webhook outbox
     async def enqueue_webhooks(self, events: tuple[WebhookEvent, ...]) -> None: ...

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from gateway.config import UpstreamConfig
+from gateway.core.characters import JobCharacters
 from gateway.core.errors import ContentRefused, GatewayError, UpstreamRejected, UpstreamUnavailable
 from gateway.core.faults import Action, Operation, backoff_s, decide, is_refusal
 from gateway.core.keypool import KeyPool, KeySlot
@@ -31,34 +32,42 @@ class Dispatcher:
         self.pools = pools
         self.settings = settings
 
-    async def submit(self, spec: GenerationSpec, names: tuple[str, ...], pinned_key: str | None = None) -> Submitted:
-        """Submit on the first upstream of `names` with a usable key; `pinned_key` (a remix) allows only that key.
+    async def submit(self, spec: GenerationSpec, names: tuple[str, ...], pinned_key: str | None = None,
+                     characters: JobCharacters | None = None) -> Submitted:
+        """Submit on the first upstream of `names` with a usable key; `pinned_key` (a remix, an edit or an
+        extension of an upstream video) allows only that key. The job's `characters` are made on the chosen key
+        first where it lacks them; keys that hold them all already are preferred.
 
         Raises UpstreamRejected or ContentRefused when the upstream refuses the request itself, and
         UpstreamUnavailable when no key took it within the upstreams' `max_retry_s`.
         """
         deadline = time.monotonic() + max(self._settings(n).max_retry_s for n in names)
         last_error: UpstreamError | None = None
+        prefer = await characters.holders() if characters else frozenset()
         for name in names:
             pool, upstream = self.pools[name], self.upstreams[name]
             tried: set[str] = set()
             attempt = 0
             while time.monotonic() < deadline:
-                slot = await self._pinned(pool, pinned_key) if pinned_key else await pool.acquire(tried)
+                slot = await self._pinned(pool, pinned_key) if pinned_key else await pool.acquire(tried, prefer)
                 if slot is None:
                     if pool.exhausted() or pinned_key:
                         break
                     await pool.wait_for_slot(deadline - time.monotonic())
                     continue
                 tried.add(slot.key.label)
+                operation = Operation.CHARACTER if characters else Operation.SUBMIT
                 try:
-                    upstream_id = await upstream.submit(spec, slot.key)
+                    job_spec = await characters.on_key(spec, upstream, slot.key) if characters else spec
+                    operation = Operation.SUBMIT
+                    upstream_id = await upstream.submit(job_spec, slot.key)
                 except UpstreamError as exc:
                     await pool.release(slot)
-                    decision = decide(Operation.SUBMIT, exc.status, getattr(upstream, "faults", None))
+                    decision = decide(operation, exc.status, getattr(upstream, "faults", None))
                     await pool.failed(slot.state, decision.key, _reason(exc), exc.retry_after)
-                    log.warning("upstream submit failed", extra={"upstream": name, "upstream_key": slot.key.label,
-                                                                 "status": exc.status, "error": exc.message})
+                    log.warning(f"upstream {operation.value} failed",
+                                extra={"upstream": name, "upstream_key": slot.key.label, "status": exc.status,
+                                       "error": exc.message})
                     if decision.action is Action.CLIENT:
                         raise _client_error(exc) from None
                     last_error = exc

@@ -1,8 +1,9 @@
 """The fault table: what an upstream failure means for the key that saw it and for the work at hand.
 
-Every upstream operation (submit, poll, list, download, a relay's stream) is decided here, by operation and HTTP
-status (None for a timeout, reset or refused connection), instead of in scattered ifs. A dialect that behaves
-differently contributes rows of its own (`Upstream.faults`), which take precedence over the common ones.
+Every upstream operation (submit, poll, list, download, a relay's stream, making a character) is decided here,
+by operation and HTTP status (None for a timeout, reset or refused connection), instead of in scattered ifs. A
+dialect that behaves differently contributes rows of its own (`Upstream.faults`), which take precedence over the
+common ones.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ class Operation(Enum):
     LIST = "list"  # read a page of a key's jobs
     DOWNLOAD = "download"  # fetch a finished job's content
     STREAM = "stream"  # a relay's event stream, which is the job
+    CHARACTER = "character"  # make a job's character on the key that will run it
 
 
 class KeyEffect(Enum):
@@ -85,6 +87,13 @@ _BY_OPERATION: dict[Operation, tuple[dict[int, Decision], Decision]] = {
         429: _RATE_LIMITED_READ,
     }, _GONE),
     Operation.STREAM: ({}, _GONE),
+    # Like a create: a character is made before the job, on the key the job will use, and may move with it.
+    Operation.CHARACTER: ({
+        401: Decision(KeyEffect.DISABLE, Action.OTHER_KEY),
+        402: Decision(KeyEffect.DISABLE, Action.OTHER_KEY),
+        403: Decision(KeyEffect.DISABLE, Action.OTHER_KEY),
+        429: Decision(KeyEffect.COOL, Action.OTHER_KEY),
+    }, _CLIENT),
 }
 _STREAM_BROKEN = Decision(KeyEffect.STRIKE, Action.GONE)  # a relay job does not outlive its stream
 

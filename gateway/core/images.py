@@ -46,17 +46,33 @@ async def load_image(
         return decode_data_uri(url, limits.max_bytes)
     if scheme not in ("http", "https"):
         raise ImageError(ACCEPTED)
+    return _as_image(await _fetch(url, limits, "image_url", "image/jpeg, image/png, image/webp", resolver, transport))
+
+
+async def load_public_bytes(
+    url: str,
+    limits: ImageLimits,
+    *,
+    resolver: Resolver | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> bytes:
+    """The body at a public http(s) URL, under the same checks as an image's (a character's `video_url`)."""
+    return await _fetch(url, limits, "video_url", "video/*", resolver, transport)
+
+
+async def _fetch(url: str, limits: ImageLimits, what: str, accept: str, resolver: Resolver | None,
+                 transport: httpx.AsyncBaseTransport | None) -> bytes:
     policy = FetchPolicy(max_bytes=limits.max_bytes, timeout_s=limits.timeout_s, max_redirects=limits.max_redirects,
-                         what="image_url", accept="image/jpeg, image/png, image/webp")
+                         what=what, accept=accept)
     try:
-        data = await fetch_bytes(url, policy, resolver=resolver, transport=transport)
+        return await fetch_bytes(url, policy, resolver=resolver, transport=transport)
     except FetchTooLarge:
-        raise ImageError(f"image is larger than {limits.max_bytes} bytes; send a smaller image") from None
+        noun = "image" if what == "image_url" else "file"
+        raise ImageError(f"{noun} is larger than {limits.max_bytes} bytes; send a smaller {noun}") from None
     except InvalidURL as exc:
         raise ImageError(f"{exc}; {ACCEPTED}") from None
     except FetchError as exc:
         raise ImageError(str(exc)) from None
-    return _as_image(data)
 
 
 def sniff_mime(data: bytes) -> str | None:

@@ -91,12 +91,13 @@ class KeyPool:
     def get(self, label: str) -> KeyState | None:
         return next((s for s in self.states if s.key.label == label), None)
 
-    async def acquire(self, avoid: set[str] = frozenset()) -> KeySlot | None:
-        """Take a slot on the best usable key, preferring keys not in `avoid`; None when none is free."""
+    async def acquire(self, avoid: set[str] = frozenset(), prefer: frozenset[str] = frozenset()) -> KeySlot | None:
+        """Take a slot on the best usable key, preferring keys not in `avoid`, then keys in `prefer` (those that
+        already hold what the job needs, e.g. its characters); None when none is free."""
         now = time.monotonic()
         usable = [s for s in self.states if s.state(now) == "healthy" and s.in_flight < self.max_concurrent]
         fresh = [s for s in usable if s.key.label not in avoid] or usable
-        for state in sorted(fresh, key=lambda s: (s.strikes, s.in_flight, s.last_used)):
+        for state in sorted(fresh, key=lambda s: (s.key.label not in prefer, s.strikes, s.in_flight, s.last_used)):
             token = await self.coordinator.key_acquire(state.key.label, self.max_concurrent, SLOT_LEASE_S)
             if token is None:
                 continue

@@ -35,8 +35,8 @@ def parse_time(value: str | None, param: str, *, end: bool = False) -> float | N
                           " seconds.", param=param) from None
 
 
-def check_group(value: str | None, allowed: tuple[str, ...] = GROUPS) -> str:
-    group = value or "day"
+def check_group(value: str | None, allowed: tuple[str, ...] = GROUPS, default: str = "day") -> str:
+    group = value or default
     if group not in allowed:
         raise bad_request(f"Invalid value for 'group_by': {shown(group)}. Supported values are: "
                           + ", ".join(f"'{g}'" for g in allowed) + ".", param="group_by")
@@ -65,24 +65,35 @@ def _add(totals: dict, row: LedgerRow) -> None:
     totals["cost_usd"] = round(totals["cost_usd"] + row.cost_usd, 6)
 
 
-def summarize(rows: Iterable[LedgerRow], group: str) -> tuple[list[dict], dict]:
-    """Rows grouped by `group`, sorted by group value, plus the total (which equals the sum of the rows)."""
-    groups: dict[str, dict] = {}
+def summarize(rows: Iterable[LedgerRow], group: str, *, per_team: bool = False) -> tuple[list[dict], dict]:
+    """Rows grouped by `group` (and by team first with `per_team`, so a report over several teams keeps them
+    apart), sorted by group value, plus the total (which equals the sum of the rows)."""
+    groups: dict[tuple[str, ...], dict] = {}
     total = _empty()
+    names = columns(group, per_team)
     for row in rows:
-        _add(groups.setdefault(_group_value(row, group), _empty()), row)
+        key = tuple(_group_value(row, name) for name in names)
+        _add(groups.setdefault(key, _empty()), row)
         _add(total, row)
-    data = [{group: name, **values} for name, values in sorted(groups.items())]
+    data = [{**dict(zip(names, key)), **values} for key, values in sorted(groups.items())]
     return data, total
 
 
-def summarize_groups(groups: Iterable[tuple], group: str) -> tuple[list[dict], dict]:
-    """The same from rows the database already grouped: (value, requests, videos, video seconds, USD)."""
+def columns(group: str, per_team: bool = False) -> tuple[str, ...]:
+    """The grouping columns of a report: the team first where a report spans teams."""
+    return ("team", group) if per_team and group != "team" else (group,)
+
+
+def summarize_groups(groups: Iterable[tuple], group: str, *, per_team: bool = False) -> tuple[list[dict], dict]:
+    """The same from rows the database already grouped: (group values…, requests, videos, video seconds, USD),
+    the group values being those of `columns(group, per_team)`."""
+    names = columns(group, per_team)
     data, total = [], _empty()
-    for name, requests, videos, seconds, usd in groups:
+    for row in groups:
+        keys, (requests, videos, seconds, usd) = row[:len(names)], row[len(names):]
         values = {"requests": int(requests or 0), "videos": int(videos or 0), "video_seconds": int(seconds or 0),
                   "cost_usd": round(float(usd or 0.0), 6)}
-        data.append({group: name, **values})
+        data.append({**dict(zip(names, keys)), **values})
         for field, value in values.items():
             total[field] += value
     total["cost_usd"] = round(total["cost_usd"], 6)
@@ -90,32 +101,37 @@ def summarize_groups(groups: Iterable[tuple], group: str) -> tuple[list[dict], d
 
 
 async def usage_report(db, team: str | None, since: float | None, until: float | None,
-                       group: str) -> tuple[list[dict], dict]:
-    return summarize_groups(await db.usage_groups(team, since, until, group), group)
+                       group: str, *, per_team: bool = False) -> tuple[list[dict], dict]:
+    """A usage report summed by the database (a large ledger is never loaded into the gateway)."""
+    rows = await db.usage_groups(team, since, until, group, per_team=per_team and group != "team")
+    return summarize_groups(rows, group, per_team=per_team)
 
 
-def to_csv(data: list[dict], group: str) -> str:
-    return "".join(csv_lines(data, group))
+def to_csv(data: list[dict], group: str, per_team: bool = False) -> str:
+    return "".join(csv_lines(data, group, per_team))
 
 
-def csv_lines(data: list[dict], group: str) -> Iterator[str]:
+def csv_lines(data: list[dict], group: str, per_team: bool = False) -> Iterator[str]:
+    names = columns(group, per_team)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([group, "requests", "videos", "video_seconds", "cost_usd"])
+    writer.writerow([*names, "requests", "videos", "video_seconds", "cost_usd"])
     for row in data:
-        writer.writerow([row[group], row["requests"], row["videos"], row["video_seconds"], f"{row['cost_usd']:.6f}"])
+        writer.writerow([*(row[n] for n in names), row["requests"], row["videos"], row["video_seconds"],
+                         f"{row['cost_usd']:.6f}"])
         yield out.getvalue()
         out.seek(0)
         out.truncate()
     yield out.getvalue()
 
 
-def to_table(data: list[dict], total: dict, group: str) -> str:
-    header = [group, "requests", "videos", "video_seconds", "cost_usd"]
-    lines = [[str(r[group]), str(r["requests"]), str(r["videos"]), str(r["video_seconds"]), f"{r['cost_usd']:.2f}"]
-             for r in data]
-    lines.append(["TOTAL", str(total["requests"]), str(total["videos"]), str(total["video_seconds"]),
-                  f"{total['cost_usd']:.2f}"])
+def to_table(data: list[dict], total: dict, group: str, per_team: bool = False) -> str:
+    names = columns(group, per_team)
+    header = [*names, "requests", "videos", "video_seconds", "cost_usd"]
+    lines = [[*(str(r[n]) for n in names), str(r["requests"]), str(r["videos"]), str(r["video_seconds"]),
+              f"{r['cost_usd']:.2f}"] for r in data]
+    lines.append(["TOTAL", *([""] * (len(names) - 1)), str(total["requests"]), str(total["videos"]),
+                  str(total["video_seconds"]), f"{total['cost_usd']:.2f}"])
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
-    fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    fmt = "  ".join(f"{{:<{w}}}" if i < len(names) else f"{{:>{w}}}" for i, w in enumerate(widths))
     return "\n".join([fmt.format(*header), *(fmt.format(*line) for line in lines)])

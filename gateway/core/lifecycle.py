@@ -22,10 +22,12 @@ from dataclasses import replace
 from gateway.config import UpstreamConfig
 from gateway.core.accounting import Accounting, ledger_row, rate_headers
 from gateway.core.auth import Principal
+from gateway.core.characters import FEATURE as CHARACTERS
+from gateway.core.characters import JobCharacters
 from gateway.core.coordination import Coordinator
 from gateway.core.database import Database
 from gateway.core.dispatch import Dispatcher
-from gateway.core.errors import ContentRefused, GatewayError, UpstreamFailed
+from gateway.core.errors import ContentRefused, GatewayError, UpstreamFailed, bad_request
 from gateway.core.feed import JobHandle
 from gateway.core.flights import Flights
 from gateway.core.follow import Follower
@@ -33,10 +35,10 @@ from gateway.core.keypool import KeyPool
 from gateway.core.leases import Leases
 from gateway.core.live import FollowedJob, LiveJobs
 from gateway.core.periodic import every
-from gateway.core.records import JobRecord, WebhookEvent
+from gateway.core.records import CharacterRecord, JobRecord, WebhookEvent
 from gateway.core.request import VideoRequest
 from gateway.core.store import VideoStore
-from gateway.core.upstream import GenerationSpec, ImageInput, Upstream, UpstreamStatus
+from gateway.core.upstream import GenerationSpec, ImageInput, Upstream, UpstreamStatus, VideoInput
 from gateway.core.webhooks import Webhooks
 from gateway.observability.metrics import MetricsSink
 
@@ -47,6 +49,22 @@ _FINISH_RETRY_CAP_S = 30.0
 
 def new_video_id() -> str:
     return "video_" + secrets.token_hex(16)
+
+
+FEATURES = {"edit": "edits", "extension": "extensions"}  # what an upstream must support, by operation
+
+
+def job_spec(request: VideoRequest, image: ImageInput | None, video: VideoInput | None,
+             source: JobRecord | None) -> GenerationSpec:
+    """The upstream job for a request: a source video of the upstream is referred to by its upstream id."""
+    upstream_id = source.upstream_job_id if source else None
+    return GenerationSpec(
+        upstream_model=request.model.upstream_model, prompt=request.prompt, size=request.size,
+        seconds=request.seconds, image=image, video=video, operation=request.operation,
+        remix_of=upstream_id if request.remix_of else None,
+        edit_of=upstream_id if request.operation == "edit" else None,
+        extend_of=upstream_id if request.operation == "extension" else None,
+    )
 
 
 class UpstreamSettings:
@@ -117,19 +135,27 @@ class Lifecycle:
     # -- estimate, reserve, record ---------------------------------------------------------------------------
 
     async def start(self, principal: Principal, request: VideoRequest, image: ImageInput | None, request_id: str,
-                    *, cache_key: str | None, remix_source: JobRecord | None = None,
-                    job_id: str | None = None) -> tuple[JobHandle, dict[str, str]]:
+                    *, cache_key: str | None, source: JobRecord | None = None, video: VideoInput | None = None,
+                    characters: tuple[CharacterRecord, ...] = (), job_id: str | None = None,
+                    ) -> tuple[JobHandle, dict[str, str]]:
         """Reserve, record and launch a job; returns its handle and the caller's rate-limit headers as soon as
-        the job is durable. Raises RateLimited or QuotaExceeded (nothing recorded, nothing reserved)."""
+        the job is durable. `source` is the video a remix, edit or extension starts from (`video` an uploaded
+        one). Raises InvalidRequest when no upstream of the model can do it, RateLimited or QuotaExceeded
+        (nothing recorded, nothing reserved)."""
+        names = self.upstreams_for(request, source, bool(characters))
         team = principal.team.name
         admission = await self.accounting.reserve(principal, request, request_id)
         model = request.model
         record = JobRecord(
             id=job_id or new_video_id(), team=team, key_id=principal.key_id, model=model.name,
             upstream_model=model.upstream_model, prompt=request.prompt, size=request.size, seconds=request.seconds,
-            created_at=time.time(), cache_key=cache_key, remixed_from=remix_source.id if remix_source else None,
-            request_id=request_id, user=request.user, price=request.price, reservation_id=admission.reservation_id,
+            created_at=time.time(), cache_key=cache_key,
+            remixed_from=source.id if source and request.remix_of else None, request_id=request_id,
+            user=request.user, price=request.price, reservation_id=admission.reservation_id,
             webhook_url=request.webhook_url,
+            edited_from=request.source_id if request.operation == "edit" else None,
+            extended_from=request.source_id if request.operation == "extension" else None,
+            base_seconds=source.seconds + source.base_seconds if source and request.operation == "extension" else 0,
         )
         row = ledger_row(principal, request, request_id, "pending")
         row.job_id = record.id
@@ -140,13 +166,29 @@ class Lifecycle:
             raise
         job = FollowedJob(JobHandle(record))
         self.live.followed[record.id] = job
-        spec = GenerationSpec(upstream_model=model.upstream_model, prompt=request.prompt, size=request.size,
-                              seconds=request.seconds, image=image,
-                              remix_of=remix_source.upstream_job_id if remix_source else None)
-        names = (remix_source.upstream,) if remix_source else model.upstreams
-        pinned = remix_source.upstream_key if remix_source else None
-        job.task = asyncio.create_task(self._submit_and_follow(job, spec, names, pinned), name=f"job-{record.id}")
+        spec = job_spec(request, image, video, source)
+        pinned = source.upstream_key if source else None
+        cast = JobCharacters(characters, self.db) if characters else None
+        job.task = asyncio.create_task(self._submit_and_follow(job, spec, names, pinned, cast),
+                                       name=f"job-{record.id}")
         return job.handle, rate_headers(admission)
+
+    def upstreams_for(self, request: VideoRequest, source: JobRecord | None, with_characters: bool) -> tuple[str, ...]:
+        """The upstreams that may run `request`: the source's own for a remix, edit or extension of an upstream
+        video, else the model's that can do everything it asks. InvalidRequest when none can."""
+        needs = [FEATURES[request.operation]] if request.operation in FEATURES else []
+        if with_characters:
+            needs.append(CHARACTERS)
+        names = (source.upstream,) if source else request.model.upstreams
+        if not needs:
+            return names
+        able = tuple(n for n in names if set(needs) <= getattr(self.upstreams.get(n), "features", frozenset()))
+        if not able:
+            kinds = sorted({getattr(self.upstreams.get(n), "kind", "unknown") for n in names})
+            raise bad_request(f"The model '{request.model.name}' cannot do this: its upstream ({', '.join(kinds)})"
+                              f" does not support {' or '.join(needs)}. Use a model served by a Videos API"
+                              " upstream (kind 'videos').", param="model", code="unsupported_operation")
+        return able
 
     async def _claim(self, job_id: str) -> None:
         try:
@@ -157,11 +199,11 @@ class Lifecycle:
     # -- submit -----------------------------------------------------------------------------------------------
 
     async def _submit_and_follow(self, job: FollowedJob, spec: GenerationSpec, names: tuple[str, ...],
-                                 pinned: str | None) -> None:
+                                 pinned: str | None, characters: JobCharacters | None) -> None:
         record = job.record
         await self._claim(record.id)  # here, not in start(): a caller that goes away cannot leave it unclaimed
         try:
-            submitted = await self.dispatcher.submit(spec, names, pinned)
+            submitted = await self.dispatcher.submit(spec, names, pinned, characters)
         except GatewayError as exc:
             job.handle.refuse(exc)
             await self._finish(job, "failed", exc.code, exc.message, refused=isinstance(exc, ContentRefused))

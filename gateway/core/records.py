@@ -53,6 +53,9 @@ class JobRecord:
     deleted: bool = False
     reservation_id: str | None = None  # the quota reservation this job holds until it ends
     webhook_url: str | None = None  # where this request asked to hear of the job's end (besides its team's URL)
+    edited_from: str | None = None  # the gateway id of the video this job edits
+    extended_from: str | None = None  # the gateway id of the video this job extends
+    base_seconds: int = 0  # an extension's source length: the video is base_seconds + seconds long
 
     @property
     def done(self) -> bool:
@@ -121,3 +124,17 @@ class WebhookEvent:
     def values(self) -> tuple:
         return tuple(getattr(self, name) for name in self.columns())
 
+
+@dataclass(slots=True)
+class CharacterRecord:
+    """A team's character: a person, pet or object kept the same across videos. `media` is the clip it was
+    made from, kept so the character can be made again on any upstream account that runs a job using it."""
+
+    id: str
+    team: str
+    name: str
+    created_at: float
+    media: bytes = field(repr=False)
+    source: str = "upload"  # upload | video (one of the team's videos) | url
+    source_video_id: str | None = None
+    deleted: bool = False

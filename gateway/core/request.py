@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gateway.config import STREAM_FORMATS, ModelConfig, TeamConfig
@@ -10,6 +10,9 @@ from gateway.core.errors import NotFound, PermissionDenied, bad_request, shown
 from gateway.core.person_prompt import person_prompt
 
 VIDEO_ID_PATTERN = re.compile(r"\bvideo_[0-9a-f]{32}\b")
+CHARACTER_ID_PATTERN = re.compile(r"char_[0-9a-f]{32}")
+EXTENSION_SECONDS = (4, 8, 12, 16, 20)
+MAX_CHARACTERS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +27,9 @@ class VideoRequest:
     remix_of: str | None = None  # the gateway id of an earlier video this one remixes
     user: str | None = None
     webhook_url: str | None = None  # checked by `gateway.core.webhooks.check_request_url` before it gets here
+    operation: str = "create"  # create | edit | extension (of `source_id`, or of an uploaded video)
+    source_id: str | None = None  # the gateway id of the video edited or extended; None for an upload
+    characters: tuple[str, ...] = ()  # gateway character ids (`char_…`) the video shows
 
     @property
     def price(self) -> float:
@@ -82,8 +88,48 @@ def build_video_request(body: dict[str, Any], model: ModelConfig,
         image_url=image_url,
         remix_of=remix_of,
         user=user if isinstance(user, str) else None,
+        characters=check_characters(body.get("characters")),
     )
+    if body.get("extend_seconds") is not None:
+        request = _extension(request, body["extend_seconds"])
     return request, ChatOptions(stream, include_usage, stream_format)
+
+
+def _extension(request: VideoRequest, extend_seconds: Any) -> VideoRequest:
+    """A follow-up that extends the conversation's video instead of remixing it."""
+    if request.remix_of is None:
+        raise bad_request("'extend_seconds' extends the video of an earlier reply of this gateway in the"
+                          " conversation, and this conversation holds none; send the earlier reply along, or"
+                          " leave 'extend_seconds' out.", param="extend_seconds")
+    return replace(request, operation="extension", source_id=request.remix_of, remix_of=None,
+                   seconds=check_extension_seconds(extend_seconds, "extend_seconds"))
+
+
+def check_extension_seconds(value: Any, param: str = "seconds") -> int:
+    seconds = int(value) if isinstance(value, (int, str)) and str(value).strip().isdigit() else None
+    if seconds not in EXTENSION_SECONDS:
+        allowed = ", ".join(f"'{s}'" for s in EXTENSION_SECONDS)
+        raise bad_request(f"Invalid value for '{param}': {value!r}. An extension adds one of: {allowed} seconds.",
+                          param=param)
+    return seconds
+
+
+def check_characters(value: Any, param: str = "characters") -> tuple[str, ...]:
+    """`[{"id": "char_…"}, …]` (plain id strings work too) → the ids, in order, without repeats."""
+    if value is None or value == []:
+        return ()
+    if not isinstance(value, list) or len(value) > MAX_CHARACTERS:
+        raise bad_request(f"'{param}' must be an array of up to {MAX_CHARACTERS} objects like"
+                          ' {"id": "char_…"}.', param=param)
+    ids: list[str] = []
+    for i, item in enumerate(value):
+        character_id = item.get("id") if isinstance(item, dict) else item
+        if not isinstance(character_id, str) or not CHARACTER_ID_PATTERN.fullmatch(character_id):
+            raise bad_request(f"'{param}[{i}]' must be an object like {{\"id\": \"char_…\"}} naming one of your"
+                              " characters (POST /v1/videos/characters makes one).", param=f"{param}[{i}]")
+        if character_id not in ids:
+            ids.append(character_id)
+    return tuple(ids)
 
 
 def check_size(value: Any, model: ModelConfig) -> str:
@@ -114,7 +160,8 @@ def check_seconds(value: Any, model: ModelConfig) -> int:
 
 
 def _read_messages(messages: list[Any]) -> tuple[str, str | None, str | None]:
-    guidance: list[str] = []
+    """(prompt, image URL, remixed video id). The prompt is the last user message, guided by the system and
+    developer messages before it; a conversation without a user message takes it from the last of those."""
     user_index = None
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
@@ -122,7 +169,8 @@ def _read_messages(messages: list[Any]) -> tuple[str, str | None, str | None]:
         if message["role"] == "user":
             user_index = i
     if user_index is None:
-        raise bad_request("messages must contain a user message with the video prompt.", param="messages")
+        user_index = _last_instruction(messages)
+    guidance: list[str] = []
     for i, message in enumerate(messages[:user_index]):
         if message["role"] in ("system", "developer"):
             text, _ = _read_content(message.get("content"), f"messages[{i}].content", allow_image=False)
@@ -131,9 +179,17 @@ def _read_messages(messages: list[Any]) -> tuple[str, str | None, str | None]:
     text, image_url = _read_content(messages[user_index].get("content"), f"messages[{user_index}].content")
     prompt = person_prompt(guidance, text)
     if not person_prompt([], text):
-        raise bad_request("The last user message must contain a text prompt describing the video.",
-                          param=f"messages[{user_index}].content")
+        raise bad_request(f"The last {messages[user_index]['role']} message must contain a text prompt describing"
+                          " the video.", param=f"messages[{user_index}].content")
     return prompt, image_url, _remixed_video(messages[:user_index])
+
+
+def _last_instruction(messages: list[dict[str, Any]]) -> int:
+    for i in range(len(messages) - 1, -1, -1):
+        if messages[i]["role"] in ("system", "developer"):
+            return i
+    raise bad_request("messages must contain a user message (or a system or developer message) with the video"
+                      " prompt.", param="messages")
 
 
 def _read_content(content: Any, param: str, allow_image: bool = True) -> tuple[str, str | None]:

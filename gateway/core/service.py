@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cachetools import TTLCache
 
@@ -17,17 +17,18 @@ from gateway.config import Config
 from gateway.core.accounting import Accounting
 from gateway.core.auth import Principal
 from gateway.core.cache import CacheControl, cache_key
+from gateway.core.characters import Characters
 from gateway.core.database import Database
-from gateway.core.errors import bad_request
+from gateway.core.errors import bad_request, not_found
 from gateway.core.feed import JobHandle
 from gateway.core.flights import Flights
 from gateway.core.images import ImageError, ImageLimits, load_image
 from gateway.core.lifecycle import Lifecycle, UpstreamSettings
 from gateway.core.live import LiveJobs
-from gateway.core.records import JobRecord
+from gateway.core.records import CharacterRecord, JobRecord, public_status
 from gateway.core.request import VideoRequest
 from gateway.core.store import VideoStore
-from gateway.core.upstream import ImageInput
+from gateway.core.upstream import ImageInput, VideoInput
 from gateway.core.webhooks import Webhooks
 from gateway.observability.metrics import MetricsSink
 
@@ -54,6 +55,7 @@ class VideoService:
                  flights: Flights, accounting: Accounting, settings: UpstreamSettings, image_limits: ImageLimits,
                  webhooks: Webhooks, metrics: MetricsSink) -> None:
         self.config = config
+        self.characters = Characters(db)
         self.db = db
         self.store = store
         self.live = live
@@ -81,18 +83,24 @@ class VideoService:
             await self.flights.release(record)
 
     async def generate(self, principal: Principal, request: VideoRequest, request_id: str,
-                       control: CacheControl = CacheControl(), image: ImageInput | None = None) -> Generation:
+                       control: CacheControl = CacheControl(), image: ImageInput | None = None,
+                       video: VideoInput | None = None) -> Generation:
         """Serve `request` from the cache, an identical job in flight, or a new job.
 
         `image` is an input reference the caller already holds (an upload); without it, `request.image_url`
-        is loaded here.
+        is loaded here. `video` is an uploaded source of an edit or an extension.
         """
         if image is None:
             image = await self._image(request.image_url)
-        remix_source = await self._remix_source(principal, request.remix_of)
-        cache = self.config.cache
         team = principal.team.name
-        key = cache_key(request, image, team if cache.scope == "team" else None) if cache.enabled else None
+        source = await self._source(principal, request)
+        cast = await self.characters.for_job(team, request.characters, request.prompt)
+        if cast:  # ids and @Name mentions alike, so both kinds of request share a cache key
+            request = replace(request, characters=tuple(c.id for c in cast))
+        self.lifecycle.upstreams_for(request, source, bool(cast))  # what no upstream can do is refused first
+        cache = self.config.cache
+        key = cache_key(request, image, team if cache.scope == "team" else None, video) if cache.enabled else None
+        job = _NewJob(principal, request, request_id, image, video, source, cast)
         if key is not None and control.lookup:
             found = await self._finished(key)
             if found is not None:
@@ -103,12 +111,11 @@ class VideoService:
                 return Generation(found, None, "hit", headers)
         if key is None or not control.lookup or not control.store:
             # no-cache starts a job of its own (still saved for later hits); no-store keeps it out entirely
-            return await self._new_job(principal, request, request_id, image, remix_source,
-                                       key if key and control.store else None)
+            return await self._new_job(job, key if key and control.store else None)
         leader: list[Generation] = []
 
         async def start(job_id: str) -> JobHandle:
-            generation = await self._new_job(principal, request, request_id, image, remix_source, key, job_id)
+            generation = await self._new_job(job, key, job_id)
             leader.append(generation)
             return generation.handle
 
@@ -134,12 +141,11 @@ class VideoService:
         self._announcing.add(task)
         task.add_done_callback(self._announcing.discard)
 
-    async def _new_job(self, principal: Principal, request: VideoRequest, request_id: str,
-                       image: ImageInput | None, remix_source: JobRecord | None, key: str | None,
-                       job_id: str | None = None) -> Generation:
+    async def _new_job(self, job: _NewJob, key: str | None, job_id: str | None = None) -> Generation:
         self.metrics.cache_result("miss")
-        handle, headers = await self.lifecycle.start(principal, request, image, request_id, cache_key=key,
-                                                     remix_source=remix_source, job_id=job_id)
+        handle, headers = await self.lifecycle.start(
+            job.principal, job.request, job.image, job.request_id, cache_key=key, source=job.source,
+            video=job.video, characters=job.characters, job_id=job_id)
         return Generation(handle.record, handle, "miss", headers)
 
     async def _finished(self, key: str) -> JobRecord | None:
@@ -161,6 +167,22 @@ class VideoService:
         except ImageError as exc:
             raise bad_request(str(exc), param="messages") from None
 
+    async def _source(self, principal: Principal, request: VideoRequest) -> JobRecord | None:
+        if request.operation == "create":
+            return await self._remix_source(principal, request.remix_of)
+        if request.source_id is None:
+            return None  # an uploaded source
+        record = await self.live.find(request.source_id)
+        team = principal.team.name
+        if record is None or record.deleted or (record.team != team
+                                                and not await self.db.served_to(record.id, team)):
+            raise not_found(f"Video with id '{request.source_id}' not found.")
+        if record.status != "completed":
+            advice = "make a new video instead" if record.status == "failed" else "wait until it is 'completed'"
+            raise bad_request(f"Video '{record.id}' cannot be the source of an {request.operation}: its status is"
+                              f" '{public_status(record.status)}'; {advice}.", param="video", code="video_not_ready")
+        return record
+
     async def _remix_source(self, principal: Principal, video_id: str | None) -> JobRecord | None:
         """The earlier video a conversation refers to, if it is this team's, finished, and remixable."""
         if video_id is None:
@@ -172,3 +194,16 @@ class VideoService:
         if record.status != "completed" or upstream is None or upstream.kind != "videos":
             return None
         return record
+
+
+@dataclass(frozen=True, slots=True)
+class _NewJob:
+    """Everything a new job of a request starts from."""
+
+    principal: Principal
+    request: VideoRequest
+    request_id: str
+    image: ImageInput | None
+    video: VideoInput | None
+    source: JobRecord | None
+    characters: tuple[CharacterRecord, ...]

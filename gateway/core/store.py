@@ -56,3 +56,13 @@ class VideoStore(Protocol):
 
     async def usage_bytes(self) -> int: ...
     async def writable(self) -> bool: ...
+
+
+async def read_whole(store: VideoStore, video_id: str, variant: str = "video") -> bytes | None:
+    """A stored file's bytes, for the few uses that need them all at once (a character's source clip, which
+    the upload size limit bounds); None when it is not there."""
+    meta = await store.stat(video_id, variant)
+    chunks = await store.read(video_id, variant, 0, meta.size) if meta is not None else None
+    if chunks is None:
+        return None
+    return b"".join([chunk async for chunk in chunks])

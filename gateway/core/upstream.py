@@ -33,6 +33,15 @@ class ImageInput:
 
 
 @dataclass(frozen=True, slots=True)
+class VideoInput:
+    """An uploaded MP4: the source of an edit or an extension, or the clip a character is made from."""
+
+    data: bytes = field(repr=False)
+    mime: str = "video/mp4"
+    filename: str = "source.mp4"
+
+
+@dataclass(frozen=True, slots=True)
 class GenerationSpec:
     """What one upstream job must produce, in upstream terms."""
 
@@ -42,6 +51,11 @@ class GenerationSpec:
     seconds: int
     image: ImageInput | None = None
     remix_of: str | None = None  # upstream id of the video to remix (videos dialect only)
+    edit_of: str | None = None  # upstream id of the video to edit, on the key that made it
+    extend_of: str | None = None  # upstream id of the video to extend by `seconds`, on the key that made it
+    video: VideoInput | None = None  # an uploaded source: edited, or extended by `seconds`
+    operation: str = "create"  # create | edit | extension
+    characters: tuple[str, ...] = ()  # upstream character ids, on the key the job runs on
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +100,9 @@ class JobLost(Exception):
 
 
 class Upstream(Protocol):
+    """A dialect may also declare `features` (a frozenset of "edits", "extensions", "characters"; none when
+    absent) and, with "characters", `async create_character(name, video: VideoInput, key) -> upstream id`."""
+
     name: str
     kind: str
 

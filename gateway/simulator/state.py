@@ -27,7 +27,7 @@ class Call:
 class Reference:
     """The input reference of a video job, as received."""
 
-    source: str  # "file" | "image_url" | "file_id"
+    source: str  # "file" | "image_url" | "file_id" | "video_id" (an edit's or extension's source, by id)
     mime: str | None = None
     size: int = 0  # bytes received; 0 for a plain URL or a file id
     value: str | None = None  # the URL or file id
@@ -46,6 +46,18 @@ class VideoJob:
     started: float  # monotonic clock, drives the job's progress
     remixed_from_video_id: str | None = None
     reference: Reference | None = None
+    characters: tuple[str, ...] = ()  # the character ids the create named
+    source: Reference | None = None  # an edit's or extension's source video: by id or an upload
+    operation: str = "create"  # create | remix | edit | extension
+
+
+@dataclass(slots=True)
+class Character:
+    id: str
+    key: str  # a character belongs to the account (key) that made it
+    name: str
+    created_at: float
+    size: int  # bytes of the clip it was made from
 
 
 @dataclass(slots=True)
@@ -66,6 +78,7 @@ class SimulatorState:
     def __init__(self) -> None:
         self.calls: list[Call] = []
         self.videos: dict[str, VideoJob] = {}  # in creation order
+        self.characters: dict[str, Character] = {}
         self.chats: dict[str, ChatJob] = {}
         self._calls_per_key: Counter[str] = Counter()
         # Tests hold content downloads here: while the gate is closed, a download waits (and is counted) until
@@ -93,5 +106,6 @@ class SimulatorState:
     def reset(self) -> None:
         self.calls.clear()
         self.videos.clear()
+        self.characters.clear()
         self.chats.clear()
         self._calls_per_key.clear()

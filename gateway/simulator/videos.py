@@ -3,7 +3,9 @@
 A job's status is a pure function of the time since it was created: queued for the first tenth of `duration_s`,
 then in_progress with a rising progress, then completed at `duration_s`. Jobs whose prompt asks for a failure end
 `failed` halfway through, as moderation rejections tend to arrive early. Jobs belong to the key that created
-them: another key gets a 404, as another account would.
+them: another key gets a 404, as another account would. So do characters (`/v1/videos/characters`): a create,
+edit or extension naming a character of another key is a 400. Edits and extensions (`/v1/videos/edits`,
+`/v1/videos/extensions`) start from a completed video of the same key (`{"id"}`) or an uploaded MP4.
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ from .behaviour import outcome_for
 from .errors import APIError, invalid_type, invalid_value, json_response, missing_parameter, quoted_list
 from .middleware import bearer_token
 from .settings import SimulatorSettings
-from .state import Reference, SimulatorState, VideoJob
+from .state import Character, Reference, SimulatorState, VideoJob
 
 MODELS = ("sora-2", "sora-2-pro")
 MODEL_SNAPSHOTS = ("sora-2-2025-10-06", "sora-2-pro-2025-10-06", "sora-2-2025-12-08")
 SECONDS = ("4", "8", "12")
+EXTENSION_SECONDS = ("4", "8", "12", "16", "20")
 SIZES = ("720x1280", "1280x720", "1024x1792", "1792x1024")
 VARIANTS = ("video", "thumbnail", "spritesheet")
 REFERENCE_TYPES = ("image/jpeg", "image/png", "image/webp", "video/mp4")
@@ -112,6 +115,10 @@ class VideosAPI:
 
     def routes(self) -> list[Route]:
         return [
+            Route("/v1/videos/characters", self.create_character, methods=["POST"]),
+            Route("/v1/videos/characters/{character_id}", self.get_character, methods=["GET"]),
+            Route("/v1/videos/edits", self.edit, methods=["POST"]),
+            Route("/v1/videos/extensions", self.extend, methods=["POST"]),
             Route("/v1/videos", self.create, methods=["POST"]),
             Route("/v1/videos", self.list_videos, methods=["GET"]),
             Route("/v1/videos/{video_id}", self.retrieve, methods=["GET"]),
@@ -123,15 +130,109 @@ class VideosAPI:
     async def create(self, request: Request) -> Response:
         params = await read_params(request)
         prompt = parse_prompt(params)
+        key = bearer_token(request.scope)
         job = self.start_job(
-            key=bearer_token(request.scope),
+            key=key,
             model=parse_choice(params, "model", MODELS, extra=MODEL_SNAPSHOTS),
             prompt=prompt,
             seconds=parse_seconds(params),
             size=parse_choice(params, "size", SIZES),
             reference=await parse_reference(params.get("input_reference")),
+            characters=self.parse_characters(params, key),
         )
         return self.render(job)
+
+    async def create_character(self, request: Request) -> Response:
+        params = await read_params(request)
+        name = params.get("name")
+        if name is None:
+            raise missing_parameter("name")
+        if not isinstance(name, str) or not name.strip():
+            raise invalid_type("name", "a non-empty string", name)
+        video = params.get("video")
+        if not isinstance(video, UploadFile):
+            raise missing_parameter("video")
+        data = await video.read()
+        mime = sniff(data) or video.content_type or "application/octet-stream"
+        if mime != "video/mp4":
+            raise APIError(400, f"Invalid file 'video': unsupported mimetype ('{mime}'). Supported file formats are"
+                                " 'video/mp4'.", param="video", code="unsupported_file")
+        character = Character(id="char_" + secrets.token_hex(24), key=bearer_token(request.scope), name=name,
+                              created_at=time.time(), size=len(data))
+        self.state.characters[character.id] = character
+        return json_response(character_object(character))
+
+    async def get_character(self, request: Request) -> Response:
+        character_id = request.path_params["character_id"]
+        character = self.state.characters.get(character_id)
+        if character is None or character.key != bearer_token(request.scope):
+            raise APIError(404, f"Character with id '{character_id}' not found.")
+        return json_response(character_object(character))
+
+    async def edit(self, request: Request) -> Response:
+        params = await read_params(request)
+        prompt = parse_prompt(params)
+        key = bearer_token(request.scope)
+        source, origin = await self.parse_source(params.get("video"), key)
+        job = self.start_job(
+            key=key, model=origin.model if origin else MODELS[0], prompt=prompt,
+            seconds=origin.seconds if origin else SECONDS[0], size=origin.size if origin else SIZES[0],
+            characters=self.parse_characters(params, key), source=source, operation="edit",
+        )
+        return self.render(job)
+
+    async def extend(self, request: Request) -> Response:
+        params = await read_params(request)
+        prompt = parse_prompt(params)
+        key = bearer_token(request.scope)
+        seconds = parse_seconds(params, EXTENSION_SECONDS, required=True)
+        source, origin = await self.parse_source(params.get("video"), key)
+        total = int(seconds) + (int(origin.seconds) if origin else 0)  # an extension reports the stitched length
+        job = self.start_job(
+            key=key, model=origin.model if origin else MODELS[0], prompt=prompt, seconds=str(total),
+            size=origin.size if origin else SIZES[0], characters=self.parse_characters(params, key),
+            source=source, operation="extension",
+        )
+        return self.render(job)
+
+    async def parse_source(self, value: Any, key: str) -> tuple[Reference, VideoJob | None]:
+        """An edit's or extension's `video`: {"id"} of a completed video of this key, or an uploaded MP4."""
+        if value is None:
+            raise missing_parameter("video")
+        if isinstance(value, UploadFile):
+            data = await value.read()
+            mime = sniff(data) or value.content_type or "application/octet-stream"
+            if mime != "video/mp4":
+                raise APIError(400, f"Invalid file 'video': unsupported mimetype ('{mime}'). Supported file formats"
+                                    " are 'video/mp4'.", param="video", code="unsupported_file")
+            return Reference("file", mime, len(data)), None
+        video_id = value.get("id") if isinstance(value, dict) else None
+        if not isinstance(video_id, str):
+            raise APIError(400, "Invalid 'video': expected a file upload or an object with 'id'.", param="video")
+        origin = self.state.videos.get(video_id)
+        if origin is None or origin.key != key:
+            raise APIError(404, f"Video with id '{video_id}' not found.", param="video")
+        status = progress_of(origin, time.monotonic(), self.settings.duration_s).status
+        if status != "completed":
+            raise APIError(400, f"Video '{video_id}' is not completed: its status is '{status}'.", param="video")
+        return Reference("video_id", value=video_id), origin
+
+    def parse_characters(self, params: dict[str, Any], key: str) -> tuple[str, ...]:
+        """`characters: [{"id"}]`; a character made with another key (another account) does not exist here."""
+        value = params.get("characters")
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            raise invalid_type("characters", "an array", value)
+        ids = []
+        for i, item in enumerate(value):
+            character_id = item.get("id") if isinstance(item, dict) else None
+            character = self.state.characters.get(character_id) if isinstance(character_id, str) else None
+            if character is None or character.key != key:
+                raise APIError(400, f"Invalid 'characters[{i}].id': character '{character_id}' not found.",
+                               param=f"characters[{i}].id", code="invalid_value")
+            ids.append(character_id)
+        return tuple(ids)
 
     async def list_videos(self, request: Request) -> Response:
         query = request.query_params
@@ -188,7 +289,8 @@ class VideosAPI:
 
     async def remix(self, request: Request) -> Response:
         source = self.job_for(request)
-        prompt = parse_prompt(await read_params(request))
+        params = await read_params(request)
+        prompt = parse_prompt(params)
         status = progress_of(source, time.monotonic(), self.settings.duration_s).status
         if status != "completed":
             raise APIError(
@@ -201,6 +303,7 @@ class VideosAPI:
             seconds=source.seconds,
             size=source.size,
             remixed_from_video_id=source.id,
+            characters=self.parse_characters(params, source.key),
         )
         return self.render(job)
 
@@ -214,6 +317,9 @@ class VideosAPI:
         size: str,
         reference: Reference | None = None,
         remixed_from_video_id: str | None = None,
+        characters: tuple[str, ...] = (),
+        source: Reference | None = None,
+        operation: str = "create",
     ) -> VideoJob:
         outcome = outcome_for(prompt)
         job = VideoJob(
@@ -228,6 +334,9 @@ class VideosAPI:
             started=time.monotonic(),
             remixed_from_video_id=remixed_from_video_id,
             reference=reference,
+            characters=characters,
+            source=source,
+            operation="remix" if remixed_from_video_id else operation,
         )
         self.state.videos[job.id] = job
         return job
@@ -254,7 +363,10 @@ async def read_params(request: Request) -> dict[str, Any]:
         params: dict[str, Any] = {}
         for name, value in form.multi_items():
             outer, bracket, inner = name.partition("[")
-            if bracket and inner.endswith("]"):
+            if bracket and inner.startswith("]"):  # `characters[][id]`: one array item per field
+                items = params.setdefault(outer, [])
+                items.append({inner[2:-1]: value} if inner.startswith("][") and inner.endswith("]") else value)
+            elif bracket and inner.endswith("]"):
                 params.setdefault(outer, {})[inner[:-1]] = value
             else:
                 params[name] = value
@@ -303,17 +415,24 @@ def parse_choice(
     return value
 
 
-def parse_seconds(params: dict[str, Any]) -> str:
+def parse_seconds(params: dict[str, Any], allowed: tuple[str, ...] = SECONDS, required: bool = False) -> str:
     value = params.get("seconds")
     if value is None:
-        return SECONDS[0]
+        if required:
+            raise missing_parameter("seconds")
+        return allowed[0]
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):
         raise invalid_type("seconds", "a string", value)
-    if value not in SECONDS:
-        raise invalid_value("seconds", value, SECONDS)
+    if value not in allowed:
+        raise invalid_value("seconds", value, allowed)
     return value
+
+
+def character_object(character: Character) -> dict[str, Any]:
+    return {"id": character.id, "object": "character", "name": character.name,
+            "created_at": int(character.created_at)}
 
 
 def parse_limit(raw: str | None) -> int:

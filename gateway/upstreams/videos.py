@@ -1,4 +1,5 @@
-"""The OpenAI Videos API dialect: POST /videos, GET /videos/{id} until terminal, GET .../content."""
+"""The OpenAI Videos API dialect: POST /videos (or /videos/edits, /videos/extensions, /videos/characters),
+GET /videos/{id} until terminal, GET .../content."""
 from __future__ import annotations
 
 import asyncio
@@ -10,7 +11,7 @@ import aiohttp
 import orjson
 
 from gateway.core.faults import is_refusal
-from gateway.core.upstream import GenerationSpec, UpstreamError, UpstreamKey, UpstreamStatus
+from gateway.core.upstream import GenerationSpec, UpstreamError, UpstreamKey, UpstreamStatus, VideoInput
 from gateway.observability.metrics import NULL_METRICS, MetricsSink
 from gateway.redaction import NO_SECRETS, Redactor
 from gateway.upstreams.http import clean_status, error_from_status
@@ -30,6 +31,7 @@ class VideosUpstream:
     """
 
     kind = "videos"
+    features = frozenset({"edits", "extensions", "characters"})
 
     def __init__(
         self,
@@ -66,19 +68,45 @@ class VideosUpstream:
 
     async def submit(self, spec: GenerationSpec, key: UpstreamKey) -> str:
         if spec.remix_of:
-            video = await self._call("POST", f"/videos/{spec.remix_of}/remix", key, json={"prompt": spec.prompt})
+            video = await self._call("POST", f"/videos/{spec.remix_of}/remix", key,
+                                     json=_with_characters({"prompt": spec.prompt}, spec.characters))
+        elif spec.operation != "create":
+            video = await self._source_job(spec, key)
         elif spec.image is not None:
-            form = aiohttp.FormData()
-            for field, value in _form(spec).items():
-                form.add_field(field, value)
+            form = _multipart(_form(spec), spec.characters)
             form.add_field("input_reference", spec.image.data, filename=spec.image.filename,
                            content_type=spec.image.mime)
             video = await self._call("POST", "/videos", key, data=form)
         else:
-            video = await self._call("POST", "/videos", key, json=_form(spec))
+            video = await self._call("POST", "/videos", key, json=_with_characters(_form(spec), spec.characters))
         if not isinstance(video.get("id"), str):
             raise UpstreamError("upstream answered a create without a video id", status=502)
         return video["id"]
+
+    async def _source_job(self, spec: GenerationSpec, key: UpstreamKey) -> dict[str, Any]:
+        """POST /videos/edits or /videos/extensions, of an upstream video by id or of an uploaded MP4."""
+        path = "/videos/edits" if spec.operation == "edit" else "/videos/extensions"
+        fields: dict[str, str] = {"prompt": spec.prompt}
+        if spec.operation == "extension":
+            fields["seconds"] = str(spec.seconds)
+        source_id = spec.edit_of or spec.extend_of
+        if source_id is not None:
+            body = _with_characters({**fields, "video": {"id": source_id}}, spec.characters)
+            return await self._call("POST", path, key, json=body)
+        if spec.video is None:
+            raise UpstreamError(f"an {spec.operation} needs a source video", status=400)
+        form = _multipart(fields, spec.characters)
+        form.add_field("video", spec.video.data, filename=spec.video.filename, content_type=spec.video.mime)
+        return await self._call("POST", path, key, data=form)
+
+    async def create_character(self, name: str, video: VideoInput, key: UpstreamKey) -> str:
+        form = aiohttp.FormData()
+        form.add_field("name", name)
+        form.add_field("video", video.data, filename=video.filename, content_type=video.mime)
+        character = await self._call("POST", "/videos/characters", key, data=form)
+        if not isinstance(character.get("id"), str):
+            raise UpstreamError("upstream answered a character create without an id", status=502)
+        return character["id"]
 
     async def status(self, upstream_id: str, key: UpstreamKey) -> UpstreamStatus:
         return self._status(await self._call("GET", f"/videos/{upstream_id}", key), key)
@@ -183,6 +211,20 @@ def _page(after: str | None) -> dict[str, str | int]:
     if after:
         params["after"] = after
     return params
+
+
+def _with_characters(body: dict[str, Any], characters: tuple[str, ...]) -> dict[str, Any]:
+    return {**body, "characters": [{"id": c} for c in characters]} if characters else body
+
+
+def _multipart(fields: dict[str, str], characters: tuple[str, ...]) -> aiohttp.FormData:
+    """A form as the openai SDK writes one: an array of objects as repeated `characters[][id]` fields."""
+    form = aiohttp.FormData()
+    for field, value in fields.items():
+        form.add_field(field, value)
+    for character in characters:
+        form.add_field("characters[][id]", character)
+    return form
 
 
 def _form(spec: GenerationSpec) -> dict[str, str]:
