@@ -37,7 +37,7 @@ async def _from_source(request: Request, operation: str) -> Response:
     gw = services(request)
     principal = await authenticate(request)
     params = await read_params(request, gw.config.server.max_body_bytes)
-    prompt = _prompt(params)
+    prompt = _prompt(params, gw.config.server.max_prompt_chars)
     source, upload = await _source(request, params.get("video"), principal.team.name)
     model = resolve_model(gw.config.models, principal.team,
                           source.model if source else params.get("model") or DEFAULT_MODEL)
