@@ -341,3 +341,20 @@ async def exchange(port: int, request: bytes, result: Exchange, *, sse: bool) ->
         protocol.abort("timeout")
         raise
     return result
+
+
+def wait_http(child: Child, url: str, timeout: float = 30.0) -> None:
+    """Wait until `child` answers `url` with anything but a 5xx; raise with its log if it dies or is too slow."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not child.alive():
+            raise RuntimeError(f"{child.name} exited:\n{child.log_tail()}")
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{child.name} did not start within {timeout:g} s")

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
 
-from bench._common import Child, cli_command, free_port, proc_status  # noqa: E402
+from bench._common import Child, cli_command, free_port, proc_status, wait_http  # noqa: E402
 from tests.support import ADMIN_KEY, ALPHA_KEY, base_config, to_toml  # noqa: E402
 
 MIB = 1024 * 1024
@@ -109,19 +109,6 @@ class Gateway:
         if self.child is not None:
             self.child.stop()
 
-
-def wait_http(child: Child, url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not child.alive():
-            raise RuntimeError(f"{child.name} exited:\n{child.log_tail()}")
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{child.name} did not start within {timeout:g} s")
 
 
 def memory_case(tmp: Path, sim_url: str, code: str | None, body: bytes) -> dict:

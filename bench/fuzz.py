@@ -24,7 +24,7 @@ import httpx  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import seed as seeded  # noqa: E402
 
-from bench._common import Child, cli_command, free_port, proc_status  # noqa: E402
+from bench._common import Child, cli_command, free_port, proc_status, wait_http  # noqa: E402
 from tests.fuzz_inputs import FuzzRequest, check_envelope, requests  # noqa: E402
 from tests.support import base_config, to_toml  # noqa: E402
 
@@ -100,19 +100,6 @@ def run(tmp: Path, n: int, seed: int, postgres: bool) -> int:
           f"{'up' if alive else 'DOWN'}, peak RSS {result['gateway_peak_rss_mib']} MiB")
     return 0 if alive and not problems else 1
 
-
-def wait_http(child: Child, url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not child.alive():
-            raise RuntimeError(f"{child.name} exited:\n{child.log_tail()}")
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{child.name} did not start within {timeout:g} s")
 
 
 def _admin_sql(sql: str) -> None:

@@ -24,8 +24,21 @@ def status_rank(status: str) -> int:
     return _RANK.get(status, 0)
 
 
+class _Row:
+    """A record stored as one row: its column names and values, in field order."""
+
+    __slots__ = ()
+
+    @classmethod
+    def columns(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    def values(self) -> tuple:
+        return tuple(getattr(self, name) for name in self.columns())
+
+
 @dataclass(slots=True)
-class JobRecord:
+class JobRecord(_Row):
     id: str
     team: str
     key_id: str
@@ -61,13 +74,6 @@ class JobRecord:
     def done(self) -> bool:
         return self.status in TERMINAL_STATES
 
-    @classmethod
-    def columns(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))
-
-    def values(self) -> tuple:
-        return tuple(getattr(self, name) for name in self.columns())
-
 
 @dataclass(slots=True)
 class KeyRecord:
@@ -100,7 +106,7 @@ class LedgerRow:
 
 
 @dataclass(slots=True)
-class WebhookEvent:
+class WebhookEvent(_Row):
     """One event in the webhook outbox: delivered at least once to `url`, with `id` as its `webhook-id`."""
 
     id: str  # evt_…
@@ -116,13 +122,6 @@ class WebhookEvent:
     failed_at: float | None = None
     last_status: int | None = None
     last_error: str | None = None
-
-    @classmethod
-    def columns(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))
-
-    def values(self) -> tuple:
-        return tuple(getattr(self, name) for name in self.columns())
 
 
 @dataclass(slots=True)
