@@ -75,7 +75,7 @@ progress_every = 5
         "server.signing_secret: must be at least 16 characters",
         "server.max_body_bytes: must be a whole number",
         "storage.database: must start with sqlite:/// or postgresql://",
-        "upstreams[0].kind: must be one of 'videos', 'chat', got 'video'",
+        "upstreams[0].kind: must be one of 'videos', 'chat', ",
         "upstreams[0].base_url: must be an http:// or https:// URL",
         "upstreams[0].keys: needs at least one non-empty key",
         "models.\"sora-2\".upstreams[0]: no upstream named 'nope'",

@@ -137,9 +137,11 @@ class Lifecycle:
         job = FollowedJob(JobHandle(record))
         self.live.followed[record.id] = job
         await self._claim(record.id)
+        # image_model and params: the provider dialects' per-model settings ([models."ALIAS"] in the config)
         spec = GenerationSpec(upstream_model=model.upstream_model, prompt=request.prompt, size=request.size,
                               seconds=request.seconds, image=image,
-                              remix_of=remix_source.upstream_job_id if remix_source else None)
+                              remix_of=remix_source.upstream_job_id if remix_source else None,
+                              image_model=model.upstream_model_image or None, params=model.upstream_params)
         names = (remix_source.upstream,) if remix_source else model.upstreams
         pinned = remix_source.upstream_key if remix_source else None
         job.task = asyncio.create_task(self._submit_and_follow(job, spec, names, pinned), name=f"job-{record.id}")

@@ -4,9 +4,9 @@ Dialects live in `gateway.upstreams` and import this module; the core never impo
 """
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from gateway.core.records import TERMINAL_STATES
 
@@ -42,6 +42,8 @@ class GenerationSpec:
     seconds: int
     image: ImageInput | None = None
     remix_of: str | None = None  # upstream id of the video to remix (videos dialect only)
+    image_model: str | None = None  # the provider model for a request with an image, when it is another one
+    params: Mapping[str, Any] = field(default_factory=dict)  # the model's `upstream_params`, for the provider input
 
 
 @dataclass(frozen=True, slots=True)

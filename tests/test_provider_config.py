@@ -1,0 +1,51 @@
+"""The config of the provider kinds: default base URLs, and the per-model keys, with errors naming the key."""
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+from gateway.config import ConfigError
+from tests.support import base_config, build_config
+
+
+def provider(kind: str, **extra) -> dict:
+    return {"name": "sim", "kind": kind, "keys": ["k1"], **extra}
+
+
+@pytest.mark.parametrize("kind, url", [
+    ("gemini", "https://generativelanguage.googleapis.com/v1beta"),
+])
+def test_a_provider_kind_defaults_to_its_public_api_root(tmp_path, kind, url):
+    config = build_config(base_config(tmp_path, "http://unused", upstreams=[provider(kind)]))
+    assert config.upstream("sim").base_url == url
+
+
+def test_the_videos_kind_still_needs_a_base_url(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        build_config(base_config(tmp_path, "http://unused", upstreams=[provider("videos")]))
+    assert "upstreams[0].base_url: is required" in err.value.problems
+
+
+def test_upstream_model_image_and_upstream_params_are_read(tmp_path):
+    raw = base_config(tmp_path, "http://unused", upstreams=[provider("gemini")], models={"sora-2": {
+        "upstreams": ["sim"], "upstream_model": "veo-3.1-generate-preview",
+        "upstream_model_image": "veo-3.1-fast-generate-preview",
+        "upstream_params": {"negativePrompt": "blurry", "nested": {"list": [1, "two"]}}}})
+    model = build_config(raw).models["sora-2"]
+    assert model.upstream_model_image == "veo-3.1-fast-generate-preview"
+    assert model.upstream_params == {"negativePrompt": "blurry", "nested": {"list": [1, "two"]}}
+
+
+@pytest.mark.parametrize("values, problem", [
+    ({"upstream_params": "negativePrompt=blurry"}, 'models."sora-2".upstream_params: must be a table, got str'),
+    ({"upstream_params": {"when": {"at": datetime.date(2026, 1, 1)}}},
+     'models."sora-2".upstream_params.when.at: must be a string, number, boolean, array or table, got date'),
+    ({"upstream_model_image": ""}, 'models."sora-2".upstream_model_image: must not be empty'),
+])
+def test_bad_model_keys_are_named(tmp_path, values, problem):
+    raw = base_config(tmp_path, "http://unused", upstreams=[provider("gemini")],
+                      models={"sora-2": {"upstreams": ["sim"], **values}})
+    with pytest.raises(ConfigError) as err:
+        build_config(raw)
+    assert any(line.startswith(problem) for line in err.value.problems), err.value.problems
