@@ -67,6 +67,7 @@ class SimulatorState:
         self.calls: list[Call] = []
         self.videos: dict[str, VideoJob] = {}  # in creation order
         self.chats: dict[str, ChatJob] = {}
+        self.provider_jobs: dict[str, Any] = {}  # the provider fakes' jobs (gemini, openrouter, fal), by id
         self._calls_per_key: Counter[str] = Counter()
         # Tests hold content downloads here: while the gate is closed, a download waits (and is counted) until
         # it opens. None: downloads answer at once.
@@ -94,4 +95,5 @@ class SimulatorState:
         self.calls.clear()
         self.videos.clear()
         self.chats.clear()
+        self.provider_jobs.clear()
         self._calls_per_key.clear()
