@@ -5,7 +5,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support import ADMIN_KEY, ALPHA_KEY, finished_video
+from tests.support import ADMIN_KEY, ALPHA_KEY, finished_video, wait_until
 from tests.test_chat import PROMPT, assert_playable_mp4
 from tests.test_videos_api import PNG
 
@@ -162,3 +162,50 @@ def test_what_veo_cannot_make_is_a_400_that_says_what_it_can(start_simulator, st
         sdk(gateway).videos.create(model="sora-2", prompt="a lighthouse", **extra)
     assert err.value.param == param and says in err.value.message
     assert not calls(sim, method="POST")
+
+
+# The fake itself: what the dialect's tests believe must be what the Gemini API does (PROVIDERS.md §1, §9).
+
+def test_the_fake_wants_googles_key_header_and_answers_in_googles_envelope(start_simulator):
+    sim = start_simulator(kind="gemini")
+    url = f"{sim.url}/v1beta/models/{MODEL}:predictLongRunning"
+    body = {"instances": [{"prompt": "a fox"}], "parameters": {"durationSeconds": 8}}
+    missing = httpx.post(url, json=body, headers={"authorization": "Bearer sk-good-1"})
+    assert missing.status_code == 403 and missing.json()["error"]["status"] == "PERMISSION_DENIED"
+    bad = httpx.post(url, json=body, headers={"x-goog-api-key": "sk-401-x"}).json()["error"]
+    assert bad["code"] == 400 and bad["details"][0]["reason"] == "API_KEY_INVALID"
+    limited = httpx.post(url, json=body, headers={"x-goog-api-key": "sk-429-x"})
+    assert limited.status_code == 429 and "retry-after" not in limited.headers
+    assert limited.json()["error"]["details"][1]["retryDelay"].endswith("s")
+    by_query = httpx.post(url + "?key=sk-good-1", json=body)
+    assert by_query.status_code == 200 and by_query.json()["name"].startswith(f"models/{MODEL}/operations/")
+
+
+@pytest.mark.parametrize("parameters, says", [
+    ({"durationSeconds": "8"}, "TYPE_INT32"),
+    ({"seed": 1}, "only supported on Vertex AI"),
+    ({"generateAudio": True}, "only supported on Vertex AI"),
+    ({"lastFrame": {}}, 'Unknown name "lastFrame"'),
+    ({"aspectRatio": "1:1"}, "16:9 and 9:16"),
+])
+def test_the_fake_refuses_what_the_gemini_api_refuses(start_simulator, parameters, says):
+    sim = start_simulator(kind="gemini")
+    response = httpx.post(f"{sim.url}/v1beta/models/{MODEL}:predictLongRunning", headers={"x-goog-api-key": "k"},
+                          json={"instances": [{"prompt": "a fox"}], "parameters": parameters})
+    assert response.status_code == 400 and says in response.json()["error"]["message"]
+
+
+def test_the_fake_leaves_done_out_while_running_and_the_file_needs_the_key(start_simulator):
+    sim = start_simulator(kind="gemini", duration_s=0.2)
+    headers = {"x-goog-api-key": "sk-good-1"}
+    name = httpx.post(f"{sim.url}/v1beta/models/{MODEL}:predictLongRunning", headers=headers,
+                      json={"instances": [{"prompt": "a fox"}]}).json()["name"]
+    assert httpx.get(f"{sim.url}/v1beta/{name}", headers=headers).json() == {"name": name}
+
+    done = wait_until(lambda: (op := httpx.get(f"{sim.url}/v1beta/{name}", headers=headers).json()).get("done")
+                      and op)
+    uri = done["response"]["generateVideoResponse"]["generatedSamples"][0]["video"]["uri"]
+    assert httpx.get(uri).status_code == 403
+    redirect = httpx.get(uri, headers=headers)
+    assert redirect.status_code == 302
+    assert_playable_mp4(httpx.get(redirect.headers["location"]).content)

@@ -209,8 +209,8 @@ class GeminiAPI:
         return job
 
     def finished(self, job: VeoJob) -> VeoJob:
-        if progress_of(job, time.monotonic(), self.settings.duration_s).status != "completed" \
-                or job.outcome != "complete":  # type: ignore[arg-type]
+        status = progress_of(job, time.monotonic(), self.settings.duration_s).status  # type: ignore[arg-type]
+        if status != "completed" or job.outcome != "complete":
             raise APIError(404, f"File files/{job.id} is not ready or does not exist.")
         return job
 
