@@ -48,12 +48,13 @@ from gateway.core.upstream import Upstream
 from gateway.observability.metrics import NULL_METRICS, Metrics, MetricsSink, TimedDatabase
 from gateway.redaction import NO_SECRETS, Redactor, config_secrets
 from gateway.upstreams.gemini import GeminiUpstream
+from gateway.upstreams.openrouter import OpenRouterUpstream
 from gateway.upstreams.videos import VideosUpstream
 
 log = logging.getLogger("gateway")
 KEY_USE_FLUSH_S = 5.0
 # The provider dialects, which all take the same settings.
-PROVIDER_KINDS: dict[str, Callable[..., Upstream]] = {"gemini": GeminiUpstream}
+PROVIDER_KINDS: dict[str, Callable[..., Upstream]] = {"gemini": GeminiUpstream, "openrouter": OpenRouterUpstream}
 
 
 def redis_client_name(config: Config) -> str:

@@ -23,11 +23,12 @@ from .chat import ChatAPI
 from .errors import APIError, handle_http_exception, json_response
 from .gemini import GeminiAPI
 from .middleware import SimulatorMiddleware, Wire
+from .openrouter import OpenRouterAPI
 from .settings import SimulatorSettings
 from .state import Call, SimulatorState
 from .videos import MODELS, VideosAPI
 
-DIALECTS = {"videos": VideosAPI, "chat": ChatAPI, "gemini": GeminiAPI}
+DIALECTS = {"videos": VideosAPI, "chat": ChatAPI, "gemini": GeminiAPI, "openrouter": OpenRouterAPI}
 
 __all__ = ["Call", "SimulatorSettings", "SimulatorState", "create_simulator_app", "run_simulator"]
 
