@@ -47,6 +47,7 @@ from gateway.core.signing import LinkSigner
 from gateway.core.upstream import Upstream
 from gateway.observability.metrics import NULL_METRICS, Metrics, MetricsSink, TimedDatabase
 from gateway.redaction import NO_SECRETS, Redactor, config_secrets
+from gateway.upstreams.fal import FalUpstream
 from gateway.upstreams.gemini import GeminiUpstream
 from gateway.upstreams.openrouter import OpenRouterUpstream
 from gateway.upstreams.videos import VideosUpstream
@@ -54,7 +55,8 @@ from gateway.upstreams.videos import VideosUpstream
 log = logging.getLogger("gateway")
 KEY_USE_FLUSH_S = 5.0
 # The provider dialects, which all take the same settings.
-PROVIDER_KINDS: dict[str, Callable[..., Upstream]] = {"gemini": GeminiUpstream, "openrouter": OpenRouterUpstream}
+PROVIDER_KINDS: dict[str, Callable[..., Upstream]] = {
+    "gemini": GeminiUpstream, "openrouter": OpenRouterUpstream, "fal": FalUpstream}
 
 
 def redis_client_name(config: Config) -> str:

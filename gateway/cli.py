@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8090)
     p.add_argument("--kind", choices=list(SIMULATOR_KINDS), default="videos",
-                   help="the dialect served: Sora's videos or chat, or a provider's (gemini, openrouter)")
+                   help="the dialect served: Sora's videos or chat, or a provider's (gemini, openrouter, fal)")
     p.add_argument("--family", choices=["a", "b", "c"], default="a")
     p.add_argument("--language", choices=["zh", "en"], default="zh")
     p.add_argument("--duration", type=float, default=8.0, help="seconds a job takes")
@@ -259,7 +259,7 @@ def cmd_simulator(args: argparse.Namespace) -> int:
     settings = SimulatorSettings(kind=args.kind, family=args.family, language=args.language,
                                  duration_s=args.duration, slow_s=args.slow,
                                  public_url=f"http://{args.host}:{args.port}", quote_key=args.quote_key)
-    root = {"gemini": "/v1beta", "openrouter": "/api/v1"}.get(args.kind, "/v1")
+    root = {"gemini": "/v1beta", "openrouter": "/api/v1", "fal": ""}.get(args.kind, "/v1")
     print(f"simulated {args.kind} upstream on http://{args.host}:{args.port}{root}", flush=True)
     run_simulator(args.host, args.port, settings)
     return 0

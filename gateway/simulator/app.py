@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute, Route
 from .assets import Assets
 from .chat import ChatAPI
 from .errors import APIError, handle_http_exception, json_response
+from .fal import FalAPI
 from .gemini import GeminiAPI
 from .middleware import SimulatorMiddleware, Wire
 from .openrouter import OpenRouterAPI
@@ -28,7 +29,7 @@ from .settings import SimulatorSettings
 from .state import Call, SimulatorState
 from .videos import MODELS, VideosAPI
 
-DIALECTS = {"videos": VideosAPI, "chat": ChatAPI, "gemini": GeminiAPI, "openrouter": OpenRouterAPI}
+DIALECTS = {"videos": VideosAPI, "chat": ChatAPI, "gemini": GeminiAPI, "openrouter": OpenRouterAPI, "fal": FalAPI}
 
 __all__ = ["Call", "SimulatorSettings", "SimulatorState", "create_simulator_app", "run_simulator"]
 
@@ -44,9 +45,9 @@ def create_simulator_app(settings: SimulatorSettings) -> Starlette:
         return wire.respond(exc)
 
     routes: list[BaseRoute] = [
+        *ControlAPI(state).routes(),  # first: a provider's catch-all path (fal's /{model_id}) must not take them
         *dialect.routes(),
         Route("/v1/models", list_models, methods=["GET"]),
-        *ControlAPI(state).routes(),
     ]
     app = Starlette(
         routes=routes,

@@ -99,7 +99,10 @@ class OpenRouterUpstream:
     async def status(self, job_id: str, key: UpstreamKey) -> UpstreamStatus:
         url = self._polling.get(job_id) or self.http.url(f"videos/{job_id}")
         answer = await self.http.call("GET", url, key, _auth(key))
-        return clean_status(to_status(answer.body), self.redact, (key.secret,))
+        status = to_status(answer.body)
+        if status.status == "failed":
+            self._polling.pop(job_id, None)
+        return clean_status(status, self.redact, (key.secret,))
 
     def track(self, upstream_id: str, key: UpstreamKey) -> AsyncIterator[UpstreamStatus]:
         return follow_job(lambda: self.status(upstream_id, key), self.poll_interval_s, self.faults)
