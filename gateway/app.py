@@ -50,13 +50,14 @@ from gateway.redaction import NO_SECRETS, Redactor, config_secrets
 from gateway.upstreams.fal import FalUpstream
 from gateway.upstreams.gemini import GeminiUpstream
 from gateway.upstreams.openrouter import OpenRouterUpstream
+from gateway.upstreams.replicate import ReplicateUpstream
 from gateway.upstreams.videos import VideosUpstream
 
 log = logging.getLogger("gateway")
 KEY_USE_FLUSH_S = 5.0
 # The provider dialects, which all take the same settings.
 PROVIDER_KINDS: dict[str, Callable[..., Upstream]] = {
-    "gemini": GeminiUpstream, "openrouter": OpenRouterUpstream, "fal": FalUpstream}
+    "gemini": GeminiUpstream, "openrouter": OpenRouterUpstream, "fal": FalUpstream, "replicate": ReplicateUpstream}
 
 
 def redis_client_name(config: Config) -> str:

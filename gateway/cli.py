@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8090)
     p.add_argument("--kind", choices=list(SIMULATOR_KINDS), default="videos",
-                   help="the dialect served: Sora's videos or chat, or a provider's (gemini, openrouter, fal)")
+                   help="the dialect served: Sora's (videos, chat) or a provider's")
     p.add_argument("--family", choices=["a", "b", "c"], default="a")
     p.add_argument("--language", choices=["zh", "en"], default="zh")
     p.add_argument("--duration", type=float, default=8.0, help="seconds a job takes")

@@ -25,11 +25,13 @@ from .fal import FalAPI
 from .gemini import GeminiAPI
 from .middleware import SimulatorMiddleware, Wire
 from .openrouter import OpenRouterAPI
+from .replicate import ReplicateAPI
 from .settings import SimulatorSettings
 from .state import Call, SimulatorState
 from .videos import MODELS, VideosAPI
 
-DIALECTS = {"videos": VideosAPI, "chat": ChatAPI, "gemini": GeminiAPI, "openrouter": OpenRouterAPI, "fal": FalAPI}
+DIALECTS = {"videos": VideosAPI, "chat": ChatAPI, "gemini": GeminiAPI, "openrouter": OpenRouterAPI, "fal": FalAPI,
+            "replicate": ReplicateAPI}
 
 __all__ = ["Call", "SimulatorSettings", "SimulatorState", "create_simulator_app", "run_simulator"]
 
