@@ -51,13 +51,15 @@ from gateway.upstreams.fal import FalUpstream
 from gateway.upstreams.gemini import GeminiUpstream
 from gateway.upstreams.openrouter import OpenRouterUpstream
 from gateway.upstreams.replicate import ReplicateUpstream
+from gateway.upstreams.runway import RunwayUpstream
 from gateway.upstreams.videos import VideosUpstream
 
 log = logging.getLogger("gateway")
 KEY_USE_FLUSH_S = 5.0
 # The provider dialects, which all take the same settings.
 PROVIDER_KINDS: dict[str, Callable[..., Upstream]] = {
-    "gemini": GeminiUpstream, "openrouter": OpenRouterUpstream, "fal": FalUpstream, "replicate": ReplicateUpstream}
+    "gemini": GeminiUpstream, "openrouter": OpenRouterUpstream, "fal": FalUpstream, "replicate": ReplicateUpstream,
+    "runway": RunwayUpstream}
 
 
 def redis_client_name(config: Config) -> str:

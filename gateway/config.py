@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-UPSTREAM_KINDS = ("videos", "chat", "gemini", "openrouter", "fal", "replicate")
+UPSTREAM_KINDS = ("videos", "chat", "gemini", "openrouter", "fal", "replicate", "runway")
 # The public API root of each provider kind, used when an upstream leaves out `base_url`.
 DEFAULT_BASE_URLS = {
     "gemini": "https://generativelanguage.googleapis.com/v1beta",
     "openrouter": "https://openrouter.ai/api/v1",
     "fal": "https://queue.fal.run",
     "replicate": "https://api.replicate.com/v1",
+    "runway": "https://api.dev.runwayml.com/v1",
 }
 STREAM_FORMATS = ("markdown", "zh", "reasoning")
 CACHE_SCOPES = ("team", "global")

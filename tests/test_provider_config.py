@@ -18,6 +18,7 @@ def provider(kind: str, **extra) -> dict:
     ("openrouter", "https://openrouter.ai/api/v1"),
     ("fal", "https://queue.fal.run"),
     ("replicate", "https://api.replicate.com/v1"),
+    ("runway", "https://api.dev.runwayml.com/v1"),
 ])
 def test_a_provider_kind_defaults_to_its_public_api_root(tmp_path, kind, url):
     config = build_config(base_config(tmp_path, "http://unused", upstreams=[provider(kind)]))

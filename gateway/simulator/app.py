@@ -26,12 +26,13 @@ from .gemini import GeminiAPI
 from .middleware import SimulatorMiddleware, Wire
 from .openrouter import OpenRouterAPI
 from .replicate import ReplicateAPI
+from .runway import RunwayAPI
 from .settings import SimulatorSettings
 from .state import Call, SimulatorState
 from .videos import MODELS, VideosAPI
 
 DIALECTS = {"videos": VideosAPI, "chat": ChatAPI, "gemini": GeminiAPI, "openrouter": OpenRouterAPI, "fal": FalAPI,
-            "replicate": ReplicateAPI}
+            "replicate": ReplicateAPI, "runway": RunwayAPI}
 
 __all__ = ["Call", "SimulatorSettings", "SimulatorState", "create_simulator_app", "run_simulator"]
 

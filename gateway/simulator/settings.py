@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-KINDS = ("videos", "chat", "gemini", "openrouter", "fal", "replicate")
+KINDS = ("videos", "chat", "gemini", "openrouter", "fal", "replicate", "runway")
 FAMILIES = ("a", "b", "c")
 LANGUAGES = ("zh", "en")
 FAULTS = ("429", "401", "403", "500", "flaky", "slow", "slowcreate", "hang")
