@@ -15,7 +15,7 @@ SECRET = "q3Vt8-signing-K2pW7xZr"
 EXAMPLE_ENV = {"GATEWAY_SIGNING_SECRET": SECRET, "GATEWAY_ADMIN_KEY": "sk-admin-7Hq2mX9pLw4v", "RELAY_A_KEY_1": "k1",
                "RELAY_A_KEY_2": "k2", "RELAY_B_KEY": "k3", "GEMINI_API_KEY": "k4",
                "OPENROUTER_API_KEY": "k5", "FAL_KEY": "k6",
-               "REPLICATE_API_TOKEN": "k7"}
+               "REPLICATE_API_TOKEN": "k7", "RUNWAYML_API_SECRET": "k8"}
 
 
 def check_config(path: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
