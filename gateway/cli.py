@@ -107,6 +107,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(f"  {problem}")
         return 1
+    from gateway.upstreams.capabilities import model_problems
+
+    if problems := model_problems(config):  # sizes or durations a provider kind would refuse with a 400
+        print(f"{args.config}: {len(problems)} problem(s)")
+        for problem in problems:
+            print(f"  {problem}")
+        return 1
     print(f"{args.config}: ok — {len(config.upstreams)} upstream(s), {len(config.models)} model(s),"
           f" {len(config.teams)} team(s)")
     return 0

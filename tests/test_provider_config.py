@@ -53,3 +53,27 @@ def test_bad_model_keys_are_named(tmp_path, values, problem):
     with pytest.raises(ConfigError) as err:
         build_config(raw)
     assert any(line.startswith(problem) for line in err.value.problems), err.value.problems
+
+
+def test_check_config_names_each_size_and_duration_a_provider_cannot_make(tmp_path):
+    from tests.support import to_toml
+    from tests.test_config import check_config
+
+    raw = base_config(tmp_path, "http://unused", upstreams=[provider("gemini"), provider("runway", name="rw")],
+                      models={"sora-2": {"upstreams": ["sim"], "upstream_model": "veo-3.1-generate-preview",
+                                         "sizes": ["1280x720", "1024x1792"], "seconds_allowed": [4, 8, 12]},
+                              "gen4": {"upstreams": ["rw"], "upstream_model": "gen4_turbo", "sizes": ["1280x720"],
+                                       "seconds_allowed": [5, 10]},
+                              "org/sora-2-pro": {"upstreams": ["sim"], "upstream_model": "veo-3.1-generate-preview",
+                                                 "sizes": ["1280x720"], "seconds_allowed": [8]}})
+    path = tmp_path / "providers.toml"
+    path.write_text(to_toml(raw))
+    result = check_config(path)
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()[1:]
+    assert sorted(lines) == [
+        '  models."sora-2".seconds_allowed[2]: veo-3.1-generate-preview (upstream sim) cannot make 12-second videos; '
+        "it makes 4, 6, 8 seconds",
+        '  models."sora-2".sizes[1]: veo-3.1-generate-preview (upstream sim) cannot make 1024x1792 videos; it makes '
+        "1280x720, 720x1280, 1920x1080, 1080x1920, 3840x2160, 2160x3840",
+    ], result.stdout  # gen4_turbo makes videos from an image only: its sizes are checked for one, and pass

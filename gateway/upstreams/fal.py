@@ -96,6 +96,10 @@ class FalUpstream:
             self._status_urls[upstream_id] = status_url
         return upstream_id
 
+    def check(self, spec: GenerationSpec) -> None:
+        """Raise the 400 a request for `spec` would get before any call (UpstreamError); check-config uses it."""
+        self.input(spec, spec.upstream_model)
+
     def input(self, spec: GenerationSpec, model: str) -> dict[str, Any]:
         family = family_of(spec.upstream_model)
         body: dict[str, Any] = {**spec.params, "prompt": spec.prompt}

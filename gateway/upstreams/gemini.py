@@ -68,6 +68,10 @@ class GeminiUpstream:
             raise UpstreamError(f"upstream {self.name} answered a create without an operation name", status=502)
         return name
 
+    def check(self, spec: GenerationSpec) -> None:
+        """Raise the 400 a request for `spec` would get before any call (UpstreamError); check-config uses it."""
+        self.shape(spec, (spec.image_model or spec.upstream_model) if spec.image else spec.upstream_model)
+
     def body(self, spec: GenerationSpec, model: str) -> dict[str, Any]:
         aspect, resolution = self.shape(spec, model)
         instance: dict[str, Any] = {"prompt": spec.prompt}

@@ -63,6 +63,11 @@ class OpenRouterUpstream:
             self._polling[job_id] = self.http.url(polling)  # relative to the origin, not to base_url
         return job_id
 
+    def check(self, spec: GenerationSpec) -> None:
+        """Raise the 400 a request for `spec` would get before any call (UpstreamError); check-config uses it."""
+        if aspect_and_resolution(spec.size) is None:  # what each model takes is only known from the API
+            raise cannot(self.name, spec.upstream_model, f"{spec.size} videos", "size", _sizes({}))
+
     async def body(self, spec: GenerationSpec, model: str, key: UpstreamKey) -> dict[str, Any]:
         shape = aspect_and_resolution(spec.size)
         capabilities = await self.capabilities(model, key)

@@ -89,6 +89,11 @@ class ReplicateUpstream:
             raise UpstreamError(f"upstream {self.name} answered a create without a prediction id", status=502)
         return prediction_id
 
+    def check(self, spec: GenerationSpec) -> None:
+        """Raise the 400 a request for `spec` would get before any call (UpstreamError); check-config uses it."""
+        model = (spec.image_model or spec.upstream_model) if spec.image else spec.upstream_model
+        self.input(spec, model.partition(":")[0])
+
     def input(self, spec: GenerationSpec, model: str) -> dict[str, Any]:
         table = model_of(model)
         if table.seconds and spec.seconds not in table.seconds:

@@ -73,6 +73,10 @@ class RunwayUpstream:
             raise UpstreamError(f"upstream {self.name} answered a create without a task id", status=502)
         return task_id
 
+    def check(self, spec: GenerationSpec) -> None:
+        """Raise the 400 a request for `spec` would get before any call (UpstreamError); check-config uses it."""
+        self.request(spec, (spec.image_model or spec.upstream_model) if spec.image else spec.upstream_model)
+
     def request(self, spec: GenerationSpec, model: str) -> tuple[str, dict[str, Any]]:
         """The endpoint and its body; Runway's sizes are its ratios (`1280x720` is `1280:720`)."""
         table = MODELS.get(model)
