@@ -16,9 +16,6 @@ Prompts: `[refuse]` (422 content_policy_violation on the result) and `[fail]` (a
 """
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
 import secrets
 import time
 from dataclasses import dataclass
@@ -32,10 +29,11 @@ from starlette.types import Scope
 from .assets import Assets
 from .behaviour import outcome_for
 from .errors import APIError, json_response
+from .media import data_url_image, held
 from .middleware import Wire
 from .settings import SimulatorSettings
 from .state import Reference, SimulatorState
-from .videos import QUEUED_SHARE, progress_of, read_params, sniff
+from .videos import QUEUED_SHARE, progress_of, read_params
 
 _VEO = {"duration": ("4s", "6s", "8s"), "aspect_ratio": ("16:9", "9:16"), "resolution": ("720p", "1080p"),
         "optional": ("negative_prompt", "generate_audio", "seed", "auto_fix", "safety_tolerance")}
@@ -183,10 +181,7 @@ class FalAPI:
         job = self.state.provider_jobs.get(request.path_params["request_id"])
         if not isinstance(job, FalJob) or self.state_of(job) != "COMPLETED" or job.outcome != "complete":
             return Response("Not Found", 404, media_type="text/plain")
-        gate = self.state.content_gate
-        if gate is not None and not gate.is_set():
-            self.state.content_held += 1
-            await asyncio.to_thread(gate.wait, 60)
+        await held(self.state)
         return Response(self.assets.video.data, media_type="video/mp4")
 
     def state_of(self, job: FalJob) -> str:
@@ -222,12 +217,7 @@ def check_input(schema: dict[str, Any], body: dict[str, Any]) -> Reference | Non
         raise Unprocessable(image_field, "field required", "value_error.missing")
     if url.startswith(("http://", "https://")):
         return Reference("image_url", value=url)
-    header, _, payload = url.partition(",")
-    try:
-        data = base64.b64decode(payload, validate=True)
-    except binascii.Error:
-        raise Unprocessable(image_field, "Could not decode the data URI") from None
-    mime = header.removeprefix("data:").removesuffix(";base64")
-    if sniff(data) != mime:
-        raise Unprocessable(image_field, f"The image is not a valid {mime}")
-    return Reference(image_field, mime, len(data))
+    image = data_url_image(url)
+    if image is None:
+        raise Unprocessable(image_field, "Could not read the image: send a URL or a base64 data URI of one")
+    return Reference(image_field, image[0], len(image[1]))

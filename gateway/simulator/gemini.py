@@ -16,7 +16,6 @@ Prompts: `[refuse]` (RAI filtered), `[fail]` (an `error` operation), `[nosamples
 """
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import secrets
@@ -33,6 +32,7 @@ from starlette.types import Scope
 from .assets import Assets
 from .behaviour import outcome_for
 from .errors import APIError, json_response
+from .media import held
 from .middleware import Wire
 from .settings import SimulatorSettings
 from .state import Reference, SimulatorState
@@ -196,10 +196,7 @@ class GeminiAPI:
         if not isinstance(job, VeoJob) or not job.extra.get("signed") \
                 or request.query_params.get("sig") != job.extra["signed"]:
             return Response("Forbidden", 403, media_type="text/plain")
-        gate = self.state.content_gate
-        if gate is not None and not gate.is_set():
-            self.state.content_held += 1
-            await asyncio.to_thread(gate.wait, 60)
+        await held(self.state)
         return Response(self.assets.video.data, media_type="video/mp4")
 
     def job(self, request: Request, job_id: str) -> VeoJob:

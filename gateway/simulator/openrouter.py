@@ -14,9 +14,6 @@ Prompts: `[refuse]` fails with "Content policy violation", `[fail]` with "Provid
 """
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
 import secrets
 import time
 from dataclasses import dataclass
@@ -29,10 +26,11 @@ from starlette.routing import Route
 from .assets import Assets
 from .behaviour import outcome_for
 from .errors import APIError, json_response
+from .media import data_url_image, held
 from .middleware import Wire, bearer_token
 from .settings import SimulatorSettings
 from .state import Reference, SimulatorState
-from .videos import progress_of, read_params, sniff
+from .videos import progress_of, read_params
 
 MODELS: dict[str, dict[str, Any]] = {
     "google/veo-3.1": {"supported_durations": [4, 6, 8], "supported_resolutions": ["720p", "1080p"],
@@ -140,10 +138,7 @@ class OpenRouterAPI:
             raise APIError(404, "Video not found or not ready")
         if request.query_params.get("index", "0") != "0":
             raise APIError(400, "index out of range")
-        gate = self.state.content_gate
-        if gate is not None and not gate.is_set():
-            self.state.content_held += 1
-            await asyncio.to_thread(gate.wait, 60)
+        await held(self.state)
         return Response(self.assets.video.data, media_type="video/mp4")
 
     def job(self, request: Request) -> RouterJob:
@@ -179,12 +174,7 @@ def frame_reference(frames: Any) -> Reference | None:
         raise APIError(400, "Invalid frame_images[0]: expected {type: 'image_url', image_url: {url}, frame_type}")
     if url.startswith(("http://", "https://")):
         return Reference("image_url", value=url)
-    header, _, payload = url.partition(",")
-    try:
-        data = base64.b64decode(payload, validate=True)
-    except binascii.Error:
-        raise APIError(400, "frame_images[0].image_url.url is not a valid data URL") from None
-    mime = header.removeprefix("data:").removesuffix(";base64")
-    if sniff(data) != mime:
-        raise APIError(400, f"frame_images[0]: the data is not {mime}")
-    return Reference(frame["frame_type"], mime, len(data))
+    image = data_url_image(url)
+    if image is None:
+        raise APIError(400, "frame_images[0].image_url.url is not a URL or a valid data URL of an image")
+    return Reference(frame["frame_type"], image[0], len(image[1]))

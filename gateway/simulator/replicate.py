@@ -13,9 +13,6 @@ Prompts: `[refuse]` fails with Replicate's NSFW error, `[fail]` with a plain one
 """
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
 import secrets
 import time
 from dataclasses import dataclass
@@ -28,10 +25,11 @@ from starlette.routing import Route
 from .assets import Assets
 from .behaviour import outcome_for
 from .errors import APIError, json_response
+from .media import data_url_image, held
 from .middleware import Wire, bearer_token
 from .settings import SimulatorSettings
 from .state import Reference, SimulatorState
-from .videos import progress_of, read_params, sniff
+from .videos import progress_of, read_params
 
 RETENTION_S = 3600.0
 SCHEMAS: dict[str, dict[str, Any]] = {
@@ -185,10 +183,7 @@ class ReplicateAPI:
         status, ended = self.state_of(job)
         if status != "succeeded" or ended is None or time.monotonic() - ended > RETENTION_S:
             return Response("Not Found", 404, media_type="text/plain")
-        gate = self.state.content_gate
-        if gate is not None and not gate.is_set():
-            self.state.content_held += 1
-            await asyncio.to_thread(gate.wait, 60)
+        await held(self.state)
         return Response(self.assets.video.data, media_type="video/mp4")
 
     def job(self, request: Request) -> Prediction:
@@ -222,12 +217,7 @@ def check_input(schema: dict[str, Any], values: dict[str, Any]) -> Reference | N
         raise InvalidInput(f"input.{image_field}", "invalid_type", "Invalid type. Expected: string")
     if url.startswith(("http://", "https://")):
         return Reference("image_url", value=url)
-    header, _, payload = url.partition(",")
-    try:
-        data = base64.b64decode(payload, validate=True)
-    except binascii.Error:
-        raise InvalidInput(f"input.{image_field}", "format", "Does not match format 'uri'") from None
-    mime = header.removeprefix("data:").removesuffix(";base64")
-    if sniff(data) != mime:
-        raise InvalidInput(f"input.{image_field}", "format", f"the data is not {mime}")
-    return Reference(image_field, mime, len(data))
+    image = data_url_image(url)
+    if image is None:
+        raise InvalidInput(f"input.{image_field}", "format", "Does not match format 'uri'")
+    return Reference(image_field, image[0], len(image[1]))

@@ -13,9 +13,6 @@ Prompts: `[refuse]` fails with `SAFETY.INPUT.TEXT`, `[fail]` with `INTERNAL.BAD_
 """
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
 import secrets
 import time
 import uuid
@@ -30,10 +27,11 @@ from starlette.types import Scope
 from .assets import Assets
 from .behaviour import outcome_for
 from .errors import APIError, json_response
+from .media import data_url_image, held
 from .middleware import Wire, bearer_token
 from .settings import SimulatorSettings
 from .state import Reference, SimulatorState
-from .videos import percent_done, progress_of, read_params, sniff
+from .videos import percent_done, progress_of, read_params
 
 VERSION = "2024-11-06"
 _VEO_RATIOS = ("1280:720", "720:1280", "1080:1920", "1920:1080")
@@ -177,10 +175,7 @@ class RunwayAPI:
         task = self.state.provider_jobs.get(request.path_params["task_id"])
         if not isinstance(task, Task) or not task.signature or request.query_params.get("_jwt") != task.signature:
             return Response("Forbidden", 403, media_type="text/plain")
-        gate = self.state.content_gate
-        if gate is not None and not gate.is_set():
-            self.state.content_held += 1
-            await asyncio.to_thread(gate.wait, 60)
+        await held(self.state)
         return Response(self.assets.video.data, media_type="video/mp4")
 
     def task(self, request: Request) -> Task:
@@ -202,12 +197,7 @@ def prompt_image(value: Any) -> Reference:
         raise Invalid("promptImage", "Required")
     if value.startswith("https://"):
         return Reference("image_url", value=value)
-    header, _, payload = value.partition(",")
-    try:
-        data = base64.b64decode(payload, validate=True)
-    except binascii.Error:
-        raise Invalid("promptImage", "Invalid data URI") from None
-    mime = header.removeprefix("data:").removesuffix(";base64")
-    if sniff(data) != mime or len(data) > 5 * 1024 * 1024:
-        raise Invalid("promptImage", f"The data URI is not a valid {mime} of at most 5 MB")
-    return Reference("promptImage", mime, len(data))
+    image = data_url_image(value)
+    if image is None or len(image[1]) > 5 * 1024 * 1024:
+        raise Invalid("promptImage", "Invalid data URI: an image of at most 5 MB is expected")
+    return Reference("promptImage", image[0], len(image[1]))
