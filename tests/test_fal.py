@@ -167,3 +167,16 @@ def test_the_fake_answers_202_until_completed_and_names_only_owner_and_app(start
     assert_playable_mp4(httpx.get(video["url"]).content)  # a public CDN link
     bad = httpx.post(f"{sim.url}/{VEO}", headers=headers, json={"prompt": "x", "duration": 8})
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "duration"]
+
+
+def test_a_cdn_link_to_an_internal_address_is_not_fetched(start_simulator, start_gateway):
+    """The CDN link is not on the queue's origin: the fetch guard checks it like any URL from outside."""
+    sim = start_simulator(kind="fal", duration_s=0.2, public_url="http://localhost:9")
+    upstream = {"name": "sim", "kind": "fal", "base_url": sim.url, "keys": ["sk-good-1"], "poll_interval_s": 0.05,
+                "timeout_s": 2, "job_timeout_s": 30, "max_retry_s": 5}
+    gateway = start_gateway(sim, upstreams=[upstream], models={"sora-2": {
+        "upstreams": ["sim"], "upstream_model": VEO, "sizes": ["1280x720"], "seconds_allowed": [8]}})
+    created = sdk(gateway).videos.create(model="sora-2", prompt="a lighthouse")
+    failed = finished_video(sdk(gateway), created.id)
+    assert failed.status == "failed"
+    assert "video link host 'localhost' resolves to a non-public address" in failed.error.message

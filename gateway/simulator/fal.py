@@ -165,7 +165,8 @@ class FalAPI:
             raise Unprocessable("prompt", CONTENT_POLICY, "content_policy_violation")
         if job.outcome == "fail":
             raise APIError(500, "Internal server error")
-        url = f"{str(request.base_url).rstrip('/')}/files/fal/{job.id}/output.mp4"
+        cdn = self.settings.public_url or str(request.base_url).rstrip("/")  # where the "CDN" is, when set
+        url = f"{cdn}/files/fal/{job.id}/output.mp4"
         return json_response({"video": {"url": url, "content_type": "video/mp4", "file_name": "output.mp4",
                                         "file_size": len(self.assets.video.data)}},
                              headers={"x-fal-request-id": job.id})

@@ -67,7 +67,7 @@ class SimulatorState:
         self.calls: list[Call] = []
         self.videos: dict[str, VideoJob] = {}  # in creation order
         self.chats: dict[str, ChatJob] = {}
-        self.provider_jobs: dict[str, Any] = {}  # the provider fakes' jobs (gemini, openrouter, fal, replicate, runway), by id
+        self.provider_jobs: dict[str, Any] = {}  # the provider fakes' jobs (gemini, fal, …), by id
         self._calls_per_key: Counter[str] = Counter()
         # Tests hold content downloads here: while the gate is closed, a download waits (and is counted) until
         # it opens. None: downloads answer at once.

@@ -1,5 +1,6 @@
-"""What the provider dialects (gemini, openrouter, fal, replicate, runway) share: JSON calls over one pooled aiohttp session, polling
-one job until it ends, and downloads that carry the key only to the provider's own origin."""
+"""What the provider dialects (gemini, openrouter, fal, replicate, runway) share: JSON calls over one pooled
+aiohttp session, polling one job until it ends, and downloads that carry the key only to the provider's own
+origin."""
 from __future__ import annotations
 
 import asyncio
