@@ -125,10 +125,11 @@ def test_a_rate_limited_key_rests_and_the_next_key_serves(start_simulator, start
 
 
 def test_server_errors_while_polling_are_retried(start_simulator, start_gateway):
-    sim, gateway = replicate_gateway(start_simulator, start_gateway, keys=("sk-flaky-a",))
-    completion = sdk(gateway).chat.completions.create(model="sora-2", messages=PROMPT)
+    sim, gateway = replicate_gateway(start_simulator, start_gateway)
+    completion = sdk(gateway).chat.completions.create(
+        model="sora-2", messages=[{"role": "user", "content": "[flakypoll] a lighthouse"}])
     assert completion.model_extra["video"]["status"] == "completed"
-    assert any(c.status >= 500 for c in calls(sim, method="GET", path="/v1/predictions/"))
+    assert any(c.status == 503 for c in calls(sim, method="GET", path="/v1/predictions/"))
 
 
 @pytest.mark.parametrize("extra, param, says", [
@@ -169,3 +170,13 @@ def test_the_fake_speaks_replicates_prediction_object(start_simulator):
     limited = httpx.post(f"{sim.url}/v1/models/{VEO}/predictions", headers={"authorization": "Bearer sk-429-x"},
                          json={"input": {"prompt": "x"}})
     assert limited.status_code == 429 and "rate limit resets" in limited.json()["detail"]
+
+
+def test_a_create_whose_answer_was_lost_is_found_in_the_list_not_paid_twice(start_simulator, start_gateway):
+    sim, gateway = replicate_gateway(start_simulator, start_gateway)
+    created = sdk(gateway).videos.create(model="sora-2", prompt="[lost] a kite")
+    assert sdk(gateway).videos.poll(created.id, poll_interval_ms=50).status == "completed"
+    assert [c.status for c in calls(sim, method="POST")] == [502]  # created once, its answer lost
+    assert len(jobs(sim)) == 1
+    assert [c.status for c in calls(sim, method="GET", path="/v1/predictions")][0] == 200  # the list was read
+    assert_playable_mp4(sdk(gateway).videos.download_content(created.id).read())

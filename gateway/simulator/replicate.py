@@ -9,7 +9,10 @@
 - Outputs are deleted an hour after the prediction ends (`data_removed: true`, `output: null`, the file 404).
 - Errors: `{"title", "detail", "status"}`; a 429 says when the limit resets and carries Retry-After.
 
-Prompts: `[refuse]` fails with Replicate's NSFW error, `[fail]` with a plain one.
+Prompts: `[refuse]` fails with Replicate's NSFW error, `[fail]` with a plain one, and `[lost]` creates the
+prediction but answers its key's first such create with a 502, as a proxy that lost the answer would, and
+`[flakypoll]` answers every other poll of the prediction with a 503. (The `sk-flaky-…` keys fail every other
+call of any kind, which here includes the list read after a failed create: they would fail every create.)
 """
 from __future__ import annotations
 
@@ -57,6 +60,7 @@ class Prediction:
     input: dict[str, Any]
     reference: Reference | None = None
     canceled: bool = False
+    polls: int = 0
 
 
 class ReplicateWire(Wire):
@@ -94,6 +98,7 @@ class ReplicateAPI:
         self.settings = settings
         self.assets = assets
         self.wire = ReplicateWire()
+        self.lost: set[str] = set()  # keys whose "[lost]" create already lost its answer once
 
     def routes(self) -> list[Route]:
         return [
@@ -134,6 +139,9 @@ class ReplicateAPI:
                          prompt=values["prompt"], outcome="complete" if outcome == "error" else outcome,
                          started=time.monotonic(), created_at=time.time(), input=values, reference=reference)
         self.state.provider_jobs[job.id] = job
+        if "[lost]" in job.prompt and job.key not in self.lost:
+            self.lost.add(job.key)  # the prediction exists, but its answer is lost on the way back
+            raise APIError(502, "upstream connect error or disconnect/reset before headers")
         return json_response(self.describe(job, request), 201)
 
     async def list_predictions(self, request: Request) -> Response:
@@ -143,7 +151,11 @@ class ReplicateAPI:
                               "results": [self.describe(j, request) for j in reversed(mine)]})
 
     async def retrieve(self, request: Request) -> Response:
-        return json_response(self.describe(self.job(request), request))
+        job = self.job(request)
+        job.polls += 1
+        if "[flakypoll]" in job.prompt and job.polls % 2 == 1:
+            raise APIError(503, "Service Unavailable")
+        return json_response(self.describe(job, request))
 
     async def cancel(self, request: Request) -> Response:
         job = self.job(request)
