@@ -1,6 +1,8 @@
 """`kind = "gemini"`: Veo through the Gemini API, end to end through the `openai` SDK against the Gemini fake."""
 from __future__ import annotations
 
+import base64
+
 import httpx
 import openai
 import pytest
@@ -209,3 +211,13 @@ def test_the_fake_leaves_done_out_while_running_and_the_file_needs_the_key(start
     redirect = httpx.get(uri, headers=headers)
     assert redirect.status_code == 302
     assert_playable_mp4(httpx.get(redirect.headers["location"]).content)
+
+
+def test_an_image_in_a_chat_message_animates_on_the_image_model(start_simulator, start_gateway):
+    sim, gateway = veo_gateway(start_simulator, start_gateway)
+    data_url = "data:image/png;base64," + base64.b64encode(PNG).decode()
+    completion = sdk(gateway).chat.completions.create(model="sora-2", messages=[{"role": "user", "content": [
+        {"type": "text", "text": "animate this"}, {"type": "image_url", "image_url": {"url": data_url}}]}])
+    assert completion.model_extra["video"]["status"] == "completed"
+    [job] = jobs(sim)
+    assert job.model == IMAGE_MODEL and job.reference.size == len(PNG)
