@@ -7,7 +7,7 @@ import logging
 import re
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 
 from starlette.applications import Starlette
@@ -49,10 +49,19 @@ from gateway.core.upstream import Upstream
 from gateway.core.webhooks import Webhooks
 from gateway.observability.metrics import NULL_METRICS, Metrics, MetricsSink, TimedDatabase
 from gateway.redaction import NO_SECRETS, Redactor, config_secrets
+from gateway.upstreams.fal import FalUpstream
+from gateway.upstreams.gemini import GeminiUpstream
+from gateway.upstreams.openrouter import OpenRouterUpstream
+from gateway.upstreams.replicate import ReplicateUpstream
+from gateway.upstreams.runway import RunwayUpstream
 from gateway.upstreams.videos import VideosUpstream
 
 log = logging.getLogger("gateway")
 KEY_USE_FLUSH_S = 5.0
+# The provider dialects, which all take the same settings.
+PROVIDER_KINDS: dict[str, Callable[..., Upstream]] = {
+    "gemini": GeminiUpstream, "openrouter": OpenRouterUpstream, "fal": FalUpstream, "replicate": ReplicateUpstream,
+    "runway": RunwayUpstream}
 
 
 def redis_client_name(config: Config) -> str:
@@ -66,6 +75,10 @@ def build_upstream(config: UpstreamConfig, metrics: MetricsSink = NULL_METRICS,
 
         return ChatRelayUpstream(config.name, config.base_url, timeout_s=config.timeout_s, metrics=metrics,
                                  redact=redactor, max_media_bytes=config.max_media_bytes)
+    if config.kind in PROVIDER_KINDS:
+        return PROVIDER_KINDS[config.kind](config.name, config.base_url, timeout_s=config.timeout_s,
+                                           poll_interval_s=config.poll_interval_s, metrics=metrics,
+                                           redact=redactor, max_media_bytes=config.max_media_bytes)
     return VideosUpstream(config.name, config.base_url, timeout_s=config.timeout_s,
                           poll_interval_s=config.poll_interval_s, metrics=metrics, redact=redactor)
 

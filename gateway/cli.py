@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 from gateway.config import ConfigError, load_config
+from gateway.simulator.settings import KINDS as SIMULATOR_KINDS
 
 DEMO_KEY = "sk-demo-sora-gateway-0000000000000000"
 # The repository's config/demo.toml; in the container image it is copied to /etc/sora-gateway/examples.
@@ -51,7 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("simulator", help="run the simulated upstream alone")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8090)
-    p.add_argument("--kind", choices=["videos", "chat"], default="videos")
+    p.add_argument("--kind", choices=list(SIMULATOR_KINDS), default="videos",
+                   help="the dialect served: Sora's (videos, chat) or a provider's")
     p.add_argument("--family", choices=["a", "b", "c"], default="a")
     p.add_argument("--language", choices=["zh", "en"], default="zh")
     p.add_argument("--duration", type=float, default=8.0, help="seconds a job takes")
@@ -104,6 +106,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"{exc.source}: {len(exc.problems)} problem(s)")
         for problem in exc.problems:
+            print(f"  {problem}")
+        return 1
+    from gateway.upstreams.capabilities import model_problems
+
+    if problems := model_problems(config):  # sizes or durations a provider kind would refuse with a 400
+        print(f"{args.config}: {len(problems)} problem(s)")
+        for problem in problems:
             print(f"  {problem}")
         return 1
     print(f"{args.config}: ok — {len(config.upstreams)} upstream(s), {len(config.models)} model(s),"
@@ -259,7 +268,8 @@ def cmd_simulator(args: argparse.Namespace) -> int:
     settings = SimulatorSettings(kind=args.kind, family=args.family, language=args.language,
                                  duration_s=args.duration, slow_s=args.slow,
                                  public_url=f"http://{args.host}:{args.port}", quote_key=args.quote_key)
-    print(f"simulated {args.kind} upstream on http://{args.host}:{args.port}/v1", flush=True)
+    root = {"gemini": "/v1beta", "openrouter": "/api/v1", "fal": ""}.get(args.kind, "/v1")
+    print(f"simulated {args.kind} upstream on http://{args.host}:{args.port}{root}", flush=True)
     run_simulator(args.host, args.port, settings)
     return 0
 

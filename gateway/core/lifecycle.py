@@ -64,6 +64,8 @@ def job_spec(request: VideoRequest, image: ImageInput | None, video: VideoInput 
         remix_of=upstream_id if request.remix_of else None,
         edit_of=upstream_id if request.operation == "edit" else None,
         extend_of=upstream_id if request.operation == "extension" else None,
+        # the provider dialects' per-model settings ([models."ALIAS"] in the config)
+        image_model=request.model.upstream_model_image or None, params=request.model.upstream_params,
     )
 
 

@@ -4,9 +4,9 @@ Dialects live in `gateway.upstreams` and import this module; the core never impo
 """
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from gateway.core.records import TERMINAL_STATES
 
@@ -56,6 +56,8 @@ class GenerationSpec:
     video: VideoInput | None = None  # an uploaded source: edited, or extended by `seconds`
     operation: str = "create"  # create | edit | extension
     characters: tuple[str, ...] = ()  # upstream character ids, on the key the job runs on
+    image_model: str | None = None  # the provider model for a request with an image, when it is another one
+    params: Mapping[str, Any] = field(default_factory=dict)  # the model's `upstream_params`, for the provider input
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,7 @@
-"""A fake Sora upstream speaking either dialect, with faults chosen by key prefix.
+"""A fake upstream speaking one dialect (Sora's two, or a video provider's), with faults chosen by key prefix.
 
-Routes are under /v1, so an upstream `base_url` is `http://host:port/v1`. Besides the dialect's routes:
+Sora's routes are under /v1, so an upstream `base_url` is `http://host:port/v1`; a provider fake serves its
+provider's own paths (`/v1beta` for gemini). Besides the dialect's routes:
 `GET /v1/models`, `GET /files/{id}.mp4|.jpg` (chat links, no key needed), and the control routes
 `GET /_sim/calls` and `POST /_sim/reset` for tests and benchmarks running in another process.
 """
@@ -19,11 +20,19 @@ from starlette.routing import BaseRoute, Route
 
 from .assets import Assets
 from .chat import ChatAPI
-from .errors import APIError, handle_api_error, handle_http_exception, json_response
-from .middleware import SimulatorMiddleware
+from .errors import APIError, handle_http_exception, json_response
+from .fal import FalAPI
+from .gemini import GeminiAPI
+from .middleware import SimulatorMiddleware, Wire
+from .openrouter import OpenRouterAPI
+from .replicate import ReplicateAPI
+from .runway import RunwayAPI
 from .settings import SimulatorSettings
 from .state import Call, SimulatorState
 from .videos import MODELS, VideosAPI
+
+DIALECTS = {"videos": VideosAPI, "chat": ChatAPI, "gemini": GeminiAPI, "openrouter": OpenRouterAPI, "fal": FalAPI,
+            "replicate": ReplicateAPI, "runway": RunwayAPI}
 
 __all__ = ["Call", "SimulatorSettings", "SimulatorState", "create_simulator_app", "run_simulator"]
 
@@ -31,16 +40,22 @@ __all__ = ["Call", "SimulatorSettings", "SimulatorState", "create_simulator_app"
 def create_simulator_app(settings: SimulatorSettings) -> Starlette:
     state = SimulatorState()
     assets = Assets.load()
-    dialect = ChatAPI if settings.kind == "chat" else VideosAPI
+    dialect = DIALECTS.get(settings.kind, VideosAPI)(state, settings, assets)
+    wire: Wire = getattr(dialect, "wire", Wire())  # a provider fake speaks its provider's auth and errors
+
+    async def api_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, APIError)
+        return wire.respond(exc)
+
     routes: list[BaseRoute] = [
-        *dialect(state, settings, assets).routes(),
+        *ControlAPI(state).routes(),  # first: a provider's catch-all path (fal's /{model_id}) must not take them
+        *dialect.routes(),
         Route("/v1/models", list_models, methods=["GET"]),
-        *ControlAPI(state).routes(),
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(SimulatorMiddleware, state=state, settings=settings)],
-        exception_handlers={APIError: handle_api_error, HTTPException: handle_http_exception},
+        middleware=[Middleware(SimulatorMiddleware, state=state, settings=settings, wire=wire)],
+        exception_handlers={APIError: api_error, HTTPException: handle_http_exception},
     )
     app.state.sim = state
     app.state.settings = settings

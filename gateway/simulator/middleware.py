@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 from starlette.datastructures import MutableHeaders
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .behaviour import profile_for
@@ -26,18 +27,37 @@ MISSING_KEY = (
 )
 
 
+class Wire:
+    """How a dialect's clients send their key and see errors: OpenAI's ways, unless a provider fake says otherwise."""
+
+    def key_of(self, scope: Scope) -> str:
+        return bearer_token(scope)
+
+    def missing_key(self) -> APIError:
+        return APIError(401, MISSING_KEY)
+
+    def is_open(self, path: str) -> bool:
+        """Served without a key and never faulted."""
+        return path.startswith(OPEN_PREFIXES)
+
+    def respond(self, error: APIError) -> Response:
+        return error.response()
+
+
 class SimulatorMiddleware:
-    def __init__(self, app: ASGIApp, state: SimulatorState, settings: SimulatorSettings) -> None:
+    def __init__(self, app: ASGIApp, state: SimulatorState, settings: SimulatorSettings,
+                 wire: Wire | None = None) -> None:
         self.app = app
         self.state = state
         self.settings = settings
+        self.wire = wire or Wire()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"].startswith("/_sim/"):
             await self.app(scope, receive, send)
             return
 
-        key = bearer_token(scope)
+        key = self.wire.key_of(scope)
         recorder = CallRecorder(self.state, scope["method"], scope["path"], key)
 
         async def send_recorded(message: Message) -> None:
@@ -57,11 +77,11 @@ class SimulatorMiddleware:
     async def handle(
         self, scope: Scope, receive: Receive, send: Send, key: str, recorder: CallRecorder
     ) -> None:
-        if scope["path"].startswith(OPEN_PREFIXES):
+        if self.wire.is_open(scope["path"]):
             await self.app(scope, receive, send)
             return
         if not key:
-            await APIError(401, MISSING_KEY).response()(scope, receive, send)
+            await self.wire.respond(self.wire.missing_key())(scope, receive, send)
             return
 
         fault = profile_for(key, self.settings).fault
@@ -73,7 +93,7 @@ class SimulatorMiddleware:
             await asyncio.sleep(self.settings.slow_s)
         error = self.injected_error(fault, key)
         if error is not None:
-            await error.response()(scope, receive, send)
+            await self.wire.respond(error)(scope, receive, send)
             return
         await self.app(scope, receive, send)
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-KINDS = ("videos", "chat")
+KINDS = ("videos", "chat", "gemini", "openrouter", "fal", "replicate", "runway")
 FAMILIES = ("a", "b", "c")
 LANGUAGES = ("zh", "en")
 FAULTS = ("429", "401", "403", "500", "flaky", "slow", "slowcreate", "hang")
@@ -10,7 +10,7 @@ FAULTS = ("429", "401", "403", "500", "flaky", "slow", "slowcreate", "hang")
 
 @dataclass(frozen=True)
 class SimulatorSettings:
-    kind: str = "videos"  # "videos" | "chat": which dialect's routes are served
+    kind: str = "videos"  # one of KINDS: which dialect's routes are served
     family: str = "a"  # chat family when the key does not choose one
     language: str = "zh"  # chat language when the key does not choose one
     duration_s: float = 3.0  # from creation to completed

@@ -80,6 +80,7 @@ class SimulatorState:
         self.videos: dict[str, VideoJob] = {}  # in creation order
         self.characters: dict[str, Character] = {}
         self.chats: dict[str, ChatJob] = {}
+        self.provider_jobs: dict[str, Any] = {}  # the provider fakes' jobs (gemini, fal, …), by id
         self._calls_per_key: Counter[str] = Counter()
         # Tests hold content downloads here: while the gate is closed, a download waits (and is counted) until
         # it opens. None: downloads answer at once.
@@ -108,4 +109,5 @@ class SimulatorState:
         self.videos.clear()
         self.characters.clear()
         self.chats.clear()
+        self.provider_jobs.clear()
         self._calls_per_key.clear()
