@@ -692,3 +692,60 @@ async def test_relay_that_never_answers_times_out_on_submit():
         await upstream.aclose()
 
     assert caught.value.status is None
+
+
+# Relays that follow none of the families: the last-resort rules still find the video and keep refusals and
+# infrastructure failures apart.
+OTHER_VIDEO = "https://media.other-relay.example/out/9a7b.mp4"
+
+
+def delta_chunk(delta: dict, finish: str | None = None) -> dict:
+    return {"id": "chatcmpl-2", "object": "chat.completion.chunk", "created": 1764000000, "model": "sora-2",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+
+@pytest.mark.parametrize(("name", "chunks", "status", "url"), [
+    ("another link label, emoji last", contents("正在生成...\n", f"[观看视频 ▶️]({OTHER_VIDEO}) 🎉\n"),
+     "completed", OTHER_VIDEO),
+    ("a link labelled only by its .mp4 path", contents("Done! [here](https://x.example/r/v.mp4?sig=1)\n"),
+     "completed", "https://x.example/r/v.mp4?sig=1"),
+    ("a bare URL as the whole final answer", contents("Working on it\n", "https://cdn.example/renders/abc\n"),
+     "completed", "https://cdn.example/renders/abc"),
+    ("a bare URL in angle brackets", contents(f"<{OTHER_VIDEO}>"), "completed", OTHER_VIDEO),
+    ("the URL only in a delta field of its own",
+     [chunk("", role=True), delta_chunk({"content": "生成完成\n", "output": [{"type": "video", "url": OTHER_VIDEO}]}),
+      chunk(None, finish="stop")], "completed", OTHER_VIDEO),
+    ("an image link is not the video", contents("![cover](https://x.example/cover.webp)\n"), "failed", None),
+    ("a link to a page is not the video", contents("see [our docs](https://relay.example/docs)\n"), "failed", None),
+])
+def test_unknown_relays_are_read_by_the_last_resort_rules(name, chunks, status, url):
+    _, snapshots = run(chunks)
+    assert (snapshots[-1].status, snapshots[-1].video_url) == (status, url), name
+
+
+def test_progress_as_dots_with_no_number_is_running():
+    _, snapshots = run(contents("Generating....\n", ".....\n", finish=None))
+    assert [s.status for s in snapshots[:2]] == ["queued", "in_progress"]
+
+
+def test_a_task_id_that_is_not_task_underscore_is_read():
+    parser, _ = run(contents("> ID: `sora-2:3f0c91d2-77aa`\n", "> 排队中...\n", f"[在线播放▶️]({VIDEO})\n"))
+    assert parser.task_id == "sora-2:3f0c91d2-77aa"
+
+
+@pytest.mark.parametrize(("line", "code", "refused"), [
+    ('{"error": {"message": "No available accounts, try again later", "code": "service_unavailable"}}',
+     "service_unavailable", False),
+    ('{"error": {"message": "prompt violates our content policy"}}', "content_policy_violation", True),
+    ('{"error": {"message": "blocked", "code": "moderation_blocked"}}', "moderation_blocked", True),
+    ('{"error": "upstream quota exhausted"}', "upstream_error", False),
+])
+def test_an_error_as_json_inside_content_ends_the_job(line, code, refused):
+    _, snapshots = run(contents("queued\n", line + "\n", finish=None))
+    final = snapshots[-1]
+    assert (final.status, final.error_code, final.refused) == ("failed", code, refused)
+
+
+def test_a_prompt_echo_is_still_not_read_by_the_last_resort_rules():
+    _, snapshots = run(contents(f"```json\n{{\"prompt\": \"a fox at {OTHER_VIDEO}\"}}\n```\n", finish="stop"))
+    assert snapshots[-1].status == "failed" and snapshots[-1].video_url is None

@@ -9,9 +9,11 @@ snapshots whichever family (or mix of families) is speaking.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from gateway.core.upstream import JobState, UpstreamStatus
 
@@ -87,7 +89,7 @@ FAMILY_B = RelayFamily(
     running=re.compile(r"生成中|\bGenerating\b", re.IGNORECASE),
     video_url=re.compile(r"\[\s*(?:在线播放|Play Online)[^\]]*\]\(\s*" + _URL + r"\s*\)", re.IGNORECASE),
     thumbnail_url=re.compile(r"!\[[^\]]*\]\(\s*" + _URL + r"\s*\)"),
-    task_id=re.compile(r"\bID:\s*`?(?P<id>task_[\w-]+)(?=[`\s])"),
+    task_id=re.compile(r"\bID:\s*`?(?P<id>[\w][\w:.-]*)(?=[`\s])"),
 )
 
 # sora2api: "**Video Generation Progress**: 45% (running)" as reasoning, then an HTML <video> tag as content.
@@ -105,6 +107,57 @@ FAMILY_C = RelayFamily(
 )
 
 FAMILIES: tuple[RelayFamily, ...] = (FAMILY_A, FAMILY_B, FAMILY_C)
+
+# Last-resort rules, for relays that word things in none of the ways above: whatever a relay says, its answer
+# ends with the video somewhere, and a job that is running says so. These apply only where no family matched.
+_VIDEO_PATH = re.compile(r"\.(?:mp4|webm|mov|m4v)(?:[?#]|$)", re.IGNORECASE)
+_ANY_LINK = re.compile(r"(?P<image>!?)\[(?P<label>[^\]]*)\]\(\s*" + _URL + r"\s*\)")
+_ANY_URL = re.compile(_URL)
+_VIDEO_WORDS = re.compile(r"video|play|watch|download|视频|播放|观看|下载|查看", re.IGNORECASE)
+_RUNNING_WORDS = re.compile(r"\b(?:generating|rendering|processing|in progress)\b|生成中|正在生成|处理中|渲染中",
+                            re.IGNORECASE)
+_URL_KEYS = frozenset({"url", "video_url", "video", "download_url", "src"})
+_STANDARD_DELTA = frozenset({"content", "reasoning_content", "role", "tool_calls", "function_call", "refusal"})
+
+
+def video_link(text: str) -> str | None:
+    """A video URL in a line no family recognised: a link labelled or shaped like a video, a URL whose path is
+    a video file, or a URL that is the whole line."""
+    for match in _ANY_LINK.finditer(text):
+        url = match.group("url")
+        if not match.group("image") and is_http_url(url) and (_VIDEO_PATH.search(url)
+                                                               or _VIDEO_WORDS.search(match.group("label"))):
+            return url
+    for match in _ANY_URL.finditer(text):
+        if _VIDEO_PATH.search(match.group("url")):
+            return match.group("url")
+    whole = text.strip().strip("<>")
+    return whole if _ANY_URL.fullmatch(whole) and is_http_url(whole) else None
+
+
+def urls_in(value: object, key: str = "") -> Iterator[str]:
+    """URLs a relay put in delta fields of its own (`delta.output[].url` and the like)."""
+    if isinstance(value, str):
+        if is_http_url(value) and (key in _URL_KEYS or _VIDEO_PATH.search(value)):
+            yield value
+    elif isinstance(value, Mapping):
+        for name, item in value.items():
+            yield from urls_in(item, str(name).lower())
+    elif isinstance(value, list):
+        for item in value:
+            yield from urls_in(item, key)
+
+
+def json_error(text: str) -> object | None:
+    """The error of a line that is a JSON object with an `error` (some relays report failures so)."""
+    line = text.strip()
+    if not (line.startswith("{") and line.endswith("}") and '"error"' in line):
+        return None
+    try:
+        document = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    return document.get("error") if isinstance(document, dict) and document.get("error") else None
 
 # Relays echo the request (prompt included) in fenced blocks, so text inside a fence is only read when the fence
 # is one a family puts its result in. Otherwise a prompt containing "失败" or a link would be taken for the
@@ -191,6 +244,8 @@ class RelayStreamParser:
         self._thumbnail_url: str | None = None
         self._failure_lines: list[str] = []
         self._content_filtered = False
+        self._fallback_url: str | None = None  # a video URL found by the last-resort rules
+        self._content_error: object | None = None
         self._last: UpstreamStatus | None = None
         self._final: UpstreamStatus | None = None
 
@@ -219,8 +274,13 @@ class RelayStreamParser:
             if isinstance(delta, Mapping):
                 self._read(self._reasoning, delta.get("reasoning_content"), snapshots)
                 self._read(self._content, delta.get("content"), snapshots)
+                extra = {k: v for k, v in delta.items() if k not in _STANDARD_DELTA}
+                self._fallback_url = next(urls_in(extra), None) or self._fallback_url
             finish_reason = choice.get("finish_reason") or finish_reason
 
+        if self._content_error is not None:
+            snapshots.append(self.finish())
+            return snapshots
         if finish_reason:
             if str(finish_reason).lower() == "content_filter":
                 self._content_filtered = True
@@ -238,7 +298,8 @@ class RelayStreamParser:
     @property
     def conclusive(self) -> bool:
         """Whether what was read so far decides the job (a link, a failure, a refusal) if the stream ends now."""
-        return self._final is not None or bool(self._video_url or self._failure_lines or self._content_filtered)
+        return self._final is not None or bool(self._video_url or self._fallback_url or self._failure_lines
+                                                   or self._content_filtered or self._content_error is not None)
 
     def abort(self, message: str) -> UpstreamStatus:
         """The stream broke off: conclude from what was read if that is conclusive, else fail with `message`."""
@@ -262,12 +323,23 @@ class RelayStreamParser:
         if family is not None:
             self.family = family
             self._apply(family, text)
+        elif complete:
+            self._last_resort(text)
         # A reason is only whole once its line is, so failures are read from complete lines only.
         refusal = (family or self.family or self._families[0]).refusal
         if complete and refusal.search(text) and len(self._failure_lines) < _MAX_FAILURE_LINES:
             reason = readable(text)
             if reason and reason not in self._failure_lines:
                 self._failure_lines.append(reason)
+
+    def _last_resort(self, text: str) -> None:
+        if (error := json_error(text)) is not None:
+            self._content_error = error
+            return
+        if self._video_url is None and (url := video_link(text)) is not None:
+            self._fallback_url = url
+        if self._status == "queued" and _RUNNING_WORDS.search(text):
+            self._status = "in_progress"  # "Generating....": running, even without a number
 
     def _recognise(self, text: str) -> RelayFamily | None:
         if self.family is not None and self.family.recognises(text):
@@ -307,11 +379,16 @@ class RelayStreamParser:
             snapshots.append(current)
 
     def _conclusion(self) -> UpstreamStatus:
-        if self._video_url and not self._content_filtered:
+        if self._content_error is not None:
+            return self._error_status(self._content_error)
+        # A family's own link wins over failure words; a link found by the last-resort rules does not.
+        fallback = self._fallback_url if not self._failure_lines else None
+        video_url = self._video_url or fallback
+        if video_url and not self._content_filtered:
             return UpstreamStatus(
                 status="completed",
                 progress=100.0,
-                video_url=self._video_url,
+                video_url=video_url,
                 thumbnail_url=self._thumbnail_url,
             )
         if self._failure_lines or self._content_filtered:
@@ -338,7 +415,9 @@ class RelayStreamParser:
             code, message = None, error
         code = str(code) if code not in (None, "") else "upstream_error"
         message = str(message) if message not in (None, "") else "the relay reported an error"
-        return self._failed(code, message, refused=code in POLICY_ERROR_CODES)
+        refused = code in POLICY_ERROR_CODES or (code == "upstream_error" and bool(POLICY_WORDS.search(message)))
+        return self._failed("content_policy_violation" if refused and code == "upstream_error" else code, message,
+                            refused=refused)
 
     def _failed(self, code: str, message: str, *, refused: bool = False) -> UpstreamStatus:
         return UpstreamStatus(
