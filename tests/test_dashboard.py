@@ -6,7 +6,17 @@ import httpx
 import openai
 import pytest
 
-from tests.support import ADMIN_KEY, ALPHA_KEY, BETA_KEY, finished_video, wait_until
+from gateway.simulator.app import SimulatorSettings, create_simulator_app
+from tests.support import (
+    ADMIN_KEY,
+    ALPHA_KEY,
+    BETA_KEY,
+    ServerThread,
+    base_config,
+    finished_video,
+    running_gateway,
+    wait_until,
+)
 from tests.test_browser import browser  # noqa: F401 - the Chromium fixture
 
 
@@ -14,23 +24,26 @@ def sdk(gateway, key: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0)
 
 
-@pytest.fixture
-def ledger(start_simulator, start_gateway):
-    """Alpha: a 4 s and an 8 s video and a failure; beta: one 4 s video; then one alpha job left running."""
-    simulator = start_simulator(duration_s=6.0)  # long enough to watch the running job move
-    gateway = start_gateway(simulator, teams=[
-        {"name": "alpha", "keys": [_hash(ALPHA_KEY)], "quotas": {"videos_per_day": 10}},
-        {"name": "beta", "keys": [_hash(BETA_KEY)]},
-    ])
-    made = [sdk(gateway, key).videos.create(model="sora-2", prompt=prompt, seconds=seconds)
-            for key, prompt, seconds in [(ALPHA_KEY, "dash one", "4"), (ALPHA_KEY, "dash two", "8"),
-                                         (BETA_KEY, "dash three", "4"), (ALPHA_KEY, "[fail] dash four", "4")]]
-    for video, key in zip(made, [ALPHA_KEY, ALPHA_KEY, BETA_KEY, ALPHA_KEY]):
-        finished_video(sdk(gateway, key), video.id)
-    gateway.running = sdk(gateway, ALPHA_KEY).videos.create(model="sora-2", prompt="dash running " + "x" * 10,
-                                                            seconds="12")
-    gateway.failed_id = made[3].id
-    return gateway
+@pytest.fixture(scope="module")
+def ledger(tmp_path_factory):
+    """Alpha: a 4 s and an 8 s video and a failure; beta: one 4 s video; then one alpha job left running.
+    Built once for the module: the tests only read it."""
+    simulator = ServerThread(create_simulator_app(SimulatorSettings(duration_s=6.0)))  # a job long enough to watch
+    with simulator:
+        raw = base_config(tmp_path_factory.mktemp("dashboard"), simulator.url + "/v1", teams=[
+            {"name": "alpha", "keys": [_hash(ALPHA_KEY)], "quotas": {"videos_per_day": 10}},
+            {"name": "beta", "keys": [_hash(BETA_KEY)]},
+        ])
+        with running_gateway(raw) as gateway:
+            made = [sdk(gateway, key).videos.create(model="sora-2", prompt=prompt, seconds=seconds)
+                    for key, prompt, seconds in [(ALPHA_KEY, "dash one", "4"), (ALPHA_KEY, "dash two", "8"),
+                                                 (BETA_KEY, "dash three", "4"), (ALPHA_KEY, "[fail] dash four", "4")]]
+            for video, key in zip(made, [ALPHA_KEY, ALPHA_KEY, BETA_KEY, ALPHA_KEY]):
+                finished_video(sdk(gateway, key), video.id)
+            gateway.running = sdk(gateway, ALPHA_KEY).videos.create(
+                model="sora-2", prompt="dash running " + "x" * 10, seconds="12")
+            gateway.failed_id = made[3].id
+            yield gateway
 
 
 def _hash(key: str) -> str:
