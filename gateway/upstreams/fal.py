@@ -19,7 +19,7 @@ import orjson
 from gateway.core.upstream import GenerationSpec, UpstreamError, UpstreamKey, UpstreamStatus
 from gateway.observability.metrics import NULL_METRICS, MetricsSink
 from gateway.redaction import NO_SECRETS, Redactor
-from gateway.upstreams.http import clean_status, error_from_status
+from gateway.upstreams.http import clean_status, error_from_status, json_document
 from gateway.upstreams.provider_http import ProviderHTTP, follow_job
 from gateway.upstreams.shapes import aspect_and_resolution, cannot
 
@@ -178,10 +178,7 @@ class FalUpstream:
     def _error(self, status: int, reason: str | None, headers: Mapping[str, str], body: bytes,
                key: UpstreamKey) -> UpstreamError:
         """`{"detail": "text" | [{"loc", "msg", "type"}]}`; a `content_policy_violation` detail is a refusal."""
-        try:
-            document = orjson.loads(body) if body else None
-        except orjson.JSONDecodeError:
-            document = None
+        document = json_document(body)
         detail = document.get("detail") if isinstance(document, dict) else None
         if isinstance(detail, list):
             items = [d for d in detail if isinstance(d, dict)]

@@ -19,7 +19,7 @@ from gateway.core.faults import Action, Decision, KeyEffect, Operation
 from gateway.core.upstream import GenerationSpec, UpstreamError, UpstreamKey, UpstreamStatus
 from gateway.observability.metrics import NULL_METRICS, MetricsSink
 from gateway.redaction import NO_SECRETS, Redactor
-from gateway.upstreams.http import clean_status, error_from_status
+from gateway.upstreams.http import clean_status, error_from_status, json_document
 from gateway.upstreams.provider_http import ProviderHTTP, follow_job
 
 # size → (aspectRatio, resolution); Veo makes 16:9 and 9:16 only.
@@ -184,10 +184,7 @@ def _progress(metadata: Any) -> float:
 
 
 def _envelope(body: bytes) -> dict[str, Any]:
-    try:
-        document = orjson.loads(body) if body else None
-    except orjson.JSONDecodeError:
-        return {}
+    document = json_document(body)
     error = document.get("error") if isinstance(document, dict) else None
     return error if isinstance(error, dict) else {}
 

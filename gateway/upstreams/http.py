@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import Any
 
+import aiohttp
 import httpx
 import orjson
 
@@ -126,6 +129,14 @@ def _token(value: str | None, pattern: re.Pattern[str], redact: Redactor, secret
     return value if redact(value, secrets) == value else None
 
 
+def json_document(body: bytes) -> Any:
+    """An error body as JSON, or None when it is empty or not JSON."""
+    try:
+        return orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        return None
+
+
 def _describe(body: bytes) -> tuple[str | None, str | None, str | None]:
     try:
         document = orjson.loads(body) if body else None
@@ -146,3 +157,27 @@ def _text(value: object) -> str | None:
     if value is None or value == "":
         return None
     return value if isinstance(value, str) else orjson.dumps(value).decode()
+
+
+class DownloadBody:
+    """A downloading body that frees its download slot however it ends, read or not."""
+
+    def __init__(self, response: aiohttp.ClientResponse, gate: asyncio.Semaphore) -> None:
+        self.response = response
+        self.gate = gate
+        self._closed = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self.response.content.iter_chunked(65536):
+                yield chunk
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise UpstreamError(f"content download broke off: {type(exc).__name__}") from None
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.gate.release()
+            self.response.release()

@@ -19,7 +19,7 @@ from gateway.core.faults import Action, Decision, KeyEffect, Operation
 from gateway.core.upstream import GenerationSpec, UpstreamError, UpstreamKey, UpstreamStatus
 from gateway.observability.metrics import NULL_METRICS, MetricsSink
 from gateway.redaction import NO_SECRETS, Redactor
-from gateway.upstreams.http import clean_status, error_from_status
+from gateway.upstreams.http import clean_status, error_from_status, json_document
 from gateway.upstreams.provider_http import ProviderHTTP, follow_job
 from gateway.upstreams.shapes import aspect_and_resolution, cannot
 
@@ -126,10 +126,7 @@ class OpenRouterUpstream:
     def _error(self, status: int, reason: str | None, headers: Mapping[str, str], body: bytes,
                key: UpstreamKey) -> UpstreamError:
         """`{"error": {"code": <int>, "message", "metadata"}}`; a 403 is moderation (`metadata.reasons`)."""
-        try:
-            document = orjson.loads(body) if body else None
-        except orjson.JSONDecodeError:
-            document = None
+        document = json_document(body)
         error = document.get("error") if isinstance(document, dict) else None
         message = error.get("message") if isinstance(error, dict) and isinstance(error.get("message"), str) else None
         if status == 403:  # the moderation's own words tell the client what to change

@@ -17,7 +17,7 @@ from gateway.core.upstream import UpstreamError, UpstreamKey, UpstreamStatus
 from gateway.net import Fetched, FetchError, FetchPolicy, Resolver, open_url, origin_of
 from gateway.observability.metrics import NULL_METRICS, MetricsSink
 from gateway.redaction import NO_SECRETS, Redactor
-from gateway.upstreams.http import MAX_ERROR_BODY, error_from_status
+from gateway.upstreams.http import MAX_ERROR_BODY, DownloadBody, error_from_status
 
 MAX_CONNECTIONS = 64  # per upstream
 _DOWNLOADS = 8  # of which downloads may hold at most this many
@@ -141,7 +141,7 @@ class ProviderHTTP:
                 response.release()
                 self._download_gate.release()
                 raise self.error_for(response.status, response.reason, response.headers, body, key)
-            return _Body(response, self._download_gate)  # type: ignore[return-value]
+            return DownloadBody(response, self._download_gate)  # type: ignore[return-value]
         raise UpstreamError(f"upstream {self.name} redirected its {variant} more than {_MAX_REDIRECTS} times",
                             status=502)
 
@@ -186,30 +186,6 @@ async def follow_job(read: Callable[[], Awaitable[UpstreamStatus]], interval_s: 
         yield status
         if status.done:
             return
-
-
-class _Body:
-    """A downloading body that frees its download slot however it ends, read or not."""
-
-    def __init__(self, response: aiohttp.ClientResponse, gate: asyncio.Semaphore) -> None:
-        self.response = response
-        self.gate = gate
-        self._closed = False
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self.response.content.iter_chunked(65536):
-                yield chunk
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise UpstreamError(f"content download broke off: {type(exc).__name__}") from None
-        finally:
-            await self.aclose()
-
-    async def aclose(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self.gate.release()
-            self.response.release()
 
 
 async def _guarded_chunks(fetched: Fetched, upstream: str) -> AsyncIterator[bytes]:

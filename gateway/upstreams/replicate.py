@@ -21,7 +21,7 @@ import orjson
 from gateway.core.upstream import GenerationSpec, UpstreamError, UpstreamKey, UpstreamStatus
 from gateway.observability.metrics import NULL_METRICS, MetricsSink
 from gateway.redaction import NO_SECRETS, Redactor
-from gateway.upstreams.http import clean_status, error_from_status
+from gateway.upstreams.http import clean_status, error_from_status, json_document
 from gateway.upstreams.provider_http import ProviderHTTP, follow_job
 from gateway.upstreams.shapes import aspect_and_resolution, cannot
 
@@ -186,10 +186,7 @@ class ReplicateUpstream:
     def _error(self, status: int, reason: str | None, headers: Mapping[str, str], body: bytes,
                key: UpstreamKey) -> UpstreamError:
         """`{"title", "detail", "status"}`, with `invalid_fields` naming the input that is wrong on a 422."""
-        try:
-            document = orjson.loads(body) if body else None
-        except orjson.JSONDecodeError:
-            document = None
+        document = json_document(body)
         if isinstance(document, dict) and isinstance(document.get("detail"), str):
             fields = document.get("invalid_fields") if isinstance(document.get("invalid_fields"), list) else []
             field = fields[0].get("field") if fields and isinstance(fields[0], dict) else None

@@ -19,7 +19,7 @@ import orjson
 from gateway.core.upstream import GenerationSpec, UpstreamError, UpstreamKey, UpstreamStatus
 from gateway.observability.metrics import NULL_METRICS, MetricsSink
 from gateway.redaction import NO_SECRETS, Redactor
-from gateway.upstreams.http import clean_status, error_from_status
+from gateway.upstreams.http import clean_status, error_from_status, json_document
 from gateway.upstreams.provider_http import ProviderHTTP, follow_job
 from gateway.upstreams.shapes import cannot
 
@@ -121,10 +121,7 @@ class RunwayUpstream:
     def _error(self, status: int, reason: str | None, headers: Mapping[str, str], body: bytes,
                key: UpstreamKey) -> UpstreamError:
         """Runway's errors are `{"error": "text"}` (and sometimes `issues[]` naming the field)."""
-        try:
-            document = orjson.loads(body) if body else None
-        except orjson.JSONDecodeError:
-            document = None
+        document = json_document(body)
         if isinstance(document, dict) and isinstance(document.get("error"), str):
             issues = document.get("issues") if isinstance(document.get("issues"), list) else []
             path = issues[0].get("path") if issues and isinstance(issues[0], dict) else None

@@ -14,7 +14,7 @@ from gateway.core.faults import is_refusal
 from gateway.core.upstream import GenerationSpec, UpstreamError, UpstreamKey, UpstreamStatus, VideoInput
 from gateway.observability.metrics import NULL_METRICS, MetricsSink
 from gateway.redaction import NO_SECRETS, Redactor
-from gateway.upstreams.http import clean_status, error_from_status
+from gateway.upstreams.http import DownloadBody, clean_status, error_from_status
 from gateway.upstreams.list_poll import PAGE_SIZE, ListPoller
 
 MAX_CONNECTIONS = 128  # per upstream
@@ -148,7 +148,7 @@ class VideosUpstream:
             if response.status in (400, 404) and variant != "video":
                 return None
             raise self._error(response.status, response.reason, response.headers, body, key)
-        return _Body(response, self._download_gate)
+        return DownloadBody(response, self._download_gate)
 
     async def aclose(self) -> None:
         for poller in self._pollers.values():
@@ -233,30 +233,6 @@ def _form(spec: GenerationSpec) -> dict[str, str]:
 
 def _auth(key: UpstreamKey) -> dict[str, str]:
     return {"Authorization": f"Bearer {key.secret}"}
-
-
-class _Body:
-    """A downloading response body that frees its download slot however it ends, read or not."""
-
-    def __init__(self, response: aiohttp.ClientResponse, gate: asyncio.Semaphore) -> None:
-        self.response = response
-        self.gate = gate
-        self._closed = False
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self.response.content.iter_chunked(65536):
-                yield chunk
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise UpstreamError(f"content download broke off: {type(exc).__name__}") from None
-        finally:
-            await self.aclose()
-
-    async def aclose(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self.gate.release()
-            self.response.release()
 
 
 async def _bounded(response: aiohttp.ClientResponse) -> bytes:
