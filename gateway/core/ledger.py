@@ -8,7 +8,6 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 
 from gateway.core.errors import bad_request, shown
-from gateway.core.records import LedgerRow
 
 GROUPS = ("day", "model", "key", "team")
 _DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
@@ -43,40 +42,8 @@ def check_group(value: str | None, allowed: tuple[str, ...] = GROUPS, default: s
     return group
 
 
-def _group_value(row: LedgerRow, group: str) -> str:
-    if group == "day":
-        return datetime.fromtimestamp(row.time, UTC).strftime("%Y-%m-%d")
-    if group == "model":
-        return row.model
-    if group == "key":
-        return row.key_id
-    return row.team
-
-
 def _empty() -> dict:
     return {"requests": 0, "videos": 0, "video_seconds": 0, "cost_usd": 0.0}
-
-
-def _add(totals: dict, row: LedgerRow) -> None:
-    totals["requests"] += 1
-    if row.outcome == "completed":
-        totals["videos"] += 1
-        totals["video_seconds"] += row.seconds
-    totals["cost_usd"] = round(totals["cost_usd"] + row.cost_usd, 6)
-
-
-def summarize(rows: Iterable[LedgerRow], group: str, *, per_team: bool = False) -> tuple[list[dict], dict]:
-    """Rows grouped by `group` (and by team first with `per_team`, so a report over several teams keeps them
-    apart), sorted by group value, plus the total (which equals the sum of the rows)."""
-    groups: dict[tuple[str, ...], dict] = {}
-    total = _empty()
-    names = columns(group, per_team)
-    for row in rows:
-        key = tuple(_group_value(row, name) for name in names)
-        _add(groups.setdefault(key, _empty()), row)
-        _add(total, row)
-    data = [{**dict(zip(names, key)), **values} for key, values in sorted(groups.items())]
-    return data, total
 
 
 def columns(group: str, per_team: bool = False) -> tuple[str, ...]:
@@ -85,8 +52,8 @@ def columns(group: str, per_team: bool = False) -> tuple[str, ...]:
 
 
 def summarize_groups(groups: Iterable[tuple], group: str, *, per_team: bool = False) -> tuple[list[dict], dict]:
-    """The same from rows the database already grouped: (group values…, requests, videos, video seconds, USD),
-    the group values being those of `columns(group, per_team)`."""
+    """A report and its total from rows the database already grouped: (group values…, requests, videos, video
+    seconds, USD), the group values being those of `columns(group, per_team)`."""
     names = columns(group, per_team)
     data, total = [], _empty()
     for row in groups:
