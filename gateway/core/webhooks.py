@@ -42,7 +42,8 @@ from gateway.observability.metrics import MetricsSink
 
 log = logging.getLogger("gateway.webhooks")
 EVENT_TYPES = {"completed": "video.completed", "failed": "video.failed"}
-LEASE_S = 120.0  # an attempt longer than this (it is bounded by webhook_timeout_s) may be made again elsewhere
+LEASE_MARGIN_S = 5.0  # an event is leased for one attempt's time limit plus this, so a crash mid-attempt delays it
+# by no more than that before another sender (or the restarted one) takes it
 BATCH = 32
 IDLE_S = 1.0  # how often the outbox is looked at when nothing woke the sender
 _MAX_RESPONSE = 64 * 1024
@@ -130,7 +131,8 @@ class Webhooks:
                 log.exception("webhook round failed; trying again")
 
     async def round(self) -> int:
-        events = await self.db.claim_webhooks(time.time(), LEASE_S, BATCH)
+        lease_s = self.config().server.webhook_timeout_s + LEASE_MARGIN_S
+        events = await self.db.claim_webhooks(time.time(), lease_s, BATCH)
         await asyncio.gather(*(self.deliver(event) for event in events))
         if len(events) == BATCH:
             self.wake()  # there may be more due
