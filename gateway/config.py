@@ -123,6 +123,10 @@ class UpstreamConfig:
     job_timeout_s: float = 900.0
     max_retry_s: float = 30.0
     max_media_bytes: int = 1024 * 1024 * 1024  # chat relays: the largest video or thumbnail fetched from a link
+    # A create whose answer was lost and whose job cannot be looked for upstream: "fail" the job (nothing is
+    # sent twice) or "resubmit" it (the video is made, maybe paid twice; the ledger row says `resubmitted`).
+    # "" is the kind's default: "resubmit" for videos, chat and replicate, "fail" for the other providers.
+    on_ambiguous_create: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,6 +412,8 @@ class _Reader:
                 job_timeout_s=self.get(t, p, "job_timeout_s", float, d.job_timeout_s, _positive),
                 max_retry_s=self.get(t, p, "max_retry_s", float, d.max_retry_s, _positive),
                 max_media_bytes=self.get(t, p, "max_media_bytes", int, d.max_media_bytes, _positive),
+                on_ambiguous_create=self.get(t, p, "on_ambiguous_create", str, d.on_ambiguous_create,
+                                             _one_of("", "fail", "resubmit")),
             ))
         return tuple(out)
 

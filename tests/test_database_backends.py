@@ -94,7 +94,7 @@ FULL = JobRecord(
     error_message="refused: unsafe", refused=True, completed_at=1_700_000_456.125, cache_key="ck_1",
     remixed_from="video_source", request_id="req_1", user="user-42", price=1.2,
     has_thumbnail=True, deleted=True, reservation_id="res_1", edited_from="video_e", extended_from="video_x",
-    base_seconds=8, webhook_url="https://hooks.example/v",
+    base_seconds=8, webhook_url="https://hooks.example/v", resubmitted=True,
 )
 
 
@@ -292,6 +292,18 @@ async def test_finish_job_closes_the_job_and_every_pending_row_of_it_once(databa
     assert (finished.status, finished.completed_at, finished.upstream_key) == ("completed", 1000.0, "relay-a#1")
 
 
+
+async def test_a_job_sent_again_after_a_lost_answer_marks_its_ledger_row(database: Database) -> None:
+    row = ledger_row("req_resent", 100.0, job_id="video_1")
+    await database.insert_job(job("video_1", status="submitting"), row)
+    assert await database.advance_job("video_1", status="queued", upstream_job_id="up_2", resubmitted=True)
+    changes = {"status": "completed", "progress": 100.0, "completed_at": 200.0, "upstream": "relay-a",
+               "upstream_key": "relay-a#1"}
+    assert await database.finish_job("video_1", changes, "completed", 0.4)
+    [closed] = await database.ledger_rows(None, None, None)
+    assert (closed.outcome, closed.resubmitted) == ("completed", True)
+    assert (await database.get_job("video_1")).resubmitted is True
+
 async def test_completed_totals_per_team_since_the_day_and_month_starts(database: Database) -> None:
     rows = [
         ledger_row("req_last_month", 50.0, outcome="completed", seconds=12, cost_usd=1.2),
@@ -334,13 +346,14 @@ async def test_usage_is_grouped_by_the_database_the_same_way_on_both_backends(da
         ledger_row("req_3", day + 5, outcome="completed", seconds=12, cost_usd=1.2),
         ledger_row("req_4", day + 6, team="beta", outcome="cache_hit", seconds=4),
     ]
+    rows[2].resubmitted = True  # sent again after a create whose answer was lost
     for row in rows:
         await database.ledger_insert(row)
 
     assert await database.usage_groups(None, None, None, "day") == [
-        ("1970-01-01", 2, 1, 4, pytest.approx(0.4)), ("1970-01-02", 2, 1, 12, pytest.approx(1.2))]
-    assert await database.usage_groups("alpha", day, None, "team") == [("alpha", 1, 1, 12, pytest.approx(1.2))]
-    assert await database.usage_groups(None, None, day, "model") == [("sora-2", 2, 1, 4, pytest.approx(0.4))]
+        ("1970-01-01", 2, 1, 4, pytest.approx(0.4), 0), ("1970-01-02", 2, 1, 12, pytest.approx(1.2), 1)]
+    assert await database.usage_groups("alpha", day, None, "team") == [("alpha", 1, 1, 12, pytest.approx(1.2), 1)]
+    assert await database.usage_groups(None, None, day, "model") == [("sora-2", 2, 1, 4, pytest.approx(0.4), 0)]
     assert await database.usage_groups("nobody", None, None, "key") == []
 
 

@@ -127,7 +127,7 @@ def test_a_rate_limited_key_rests_and_the_next_key_serves(start_simulator, start
 
 
 def test_server_errors_while_polling_are_retried(start_simulator, start_gateway):
-    sim, gateway = fal_gateway(start_simulator, start_gateway, keys=("sk-flaky-a",))
+    sim, gateway = fal_gateway(start_simulator, start_gateway, keys=("sk-flakyread-a",))
     completion = sdk(gateway).chat.completions.create(model="sora-2", messages=PROMPT)
     assert completion.model_extra["video"]["status"] == "completed"
     assert any(c.status >= 500 for c in calls(sim, method="GET", path="/fal-ai/"))

@@ -148,7 +148,7 @@ def test_an_invalid_key_is_disabled_although_google_says_400(start_simulator, st
 
 
 def test_server_errors_while_polling_are_retried(start_simulator, start_gateway):
-    sim, gateway = veo_gateway(start_simulator, start_gateway, keys=("sk-flaky-a",))
+    sim, gateway = veo_gateway(start_simulator, start_gateway, keys=("sk-flakyread-a",))
     completion = sdk(gateway).chat.completions.create(model="sora-2", messages=PROMPT)
     assert completion.model_extra["video"]["status"] == "completed"
     assert any(c.status >= 500 for c in calls(sim, method="GET", path="/v1beta/models/"))

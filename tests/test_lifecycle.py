@@ -123,7 +123,7 @@ def test_sigterm_during_a_stream_loses_nothing_and_the_job_completes_after_resta
         assert video.status == "completed"
         assert_playable_mp4(sdk(url).videos.download_content(video_id).read())
         usage = sdk(url).get("/usage", cast_to=httpx.Response).json()
-        assert usage["total"] == {"requests": 1, "videos": 1, "video_seconds": 4, "cost_usd": 0.4}
+        assert usage["total"] == {"requests": 1, "videos": 1, "video_seconds": 4, "cost_usd": 0.4, "resubmitted": 0}
         assert simulator.app.state.sim.count(method="POST") == 1
     finally:
         second.send_signal(signal.SIGTERM)

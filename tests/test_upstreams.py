@@ -7,7 +7,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support import ADMIN_KEY, ALPHA_KEY
+from tests.support import ADMIN_KEY, ALPHA_KEY, free_port
 from tests.test_chat import PROMPT, assert_playable_mp4
 
 
@@ -92,12 +92,28 @@ def test_a_flaky_key_alone_still_finishes_its_jobs(start_simulator, start_gatewa
     assert any(c.method == "GET" for c in failed)  # a poll failed along the way
 
 
-def test_a_hanging_key_times_out_and_the_job_moves_on(start_simulator, start_gateway):
+def test_a_hanging_key_times_out_and_the_job_moves_on_marked_as_sent_again(start_simulator, start_gateway):
     sim = start_simulator()
     gateway = start_gateway(sim, upstreams=[upstream(sim, ["sk-hang-a", "sk-good-b"], timeout_s=0.5)])
     completion = sdk(gateway).chat.completions.create(model="sora-2", messages=PROMPT)
     assert completion.model_extra["video"]["status"] == "completed"
-    assert calls(sim, key="sk-hang-a") == 1
+    # the create timed out after it was sent: the key's jobs were looked at (they hang too) before resending
+    assert calls(sim, key="sk-hang-a", method="POST") == 1 and calls(sim, key="sk-hang-a", method="GET") == 2
+    assert calls(sim, key="sk-good-b", method="POST") == 1
+    usage = httpx.get(gateway.url + "/admin/usage", headers={"authorization": f"Bearer {ADMIN_KEY}"}).json()
+    assert usage["total"]["resubmitted"] == 1
+
+
+def test_a_create_that_never_connected_moves_on_unmarked(start_simulator, start_gateway):
+    sim = start_simulator()
+    closed = {"name": "closed", "kind": "videos", "base_url": f"http://127.0.0.1:{free_port()}/v1",
+              "keys": ["sk-good-z"], "timeout_s": 2, "max_retry_s": 10}
+    gateway = start_gateway(sim, upstreams=[closed, upstream(sim, ["sk-good-a"])],
+                            models={"sora-2": {"upstreams": ["closed", "sim"]}})
+    completion = sdk(gateway).chat.completions.create(model="sora-2", messages=PROMPT)
+    assert completion.model_extra["video"]["status"] == "completed"
+    usage = httpx.get(gateway.url + "/admin/usage", headers={"authorization": f"Bearer {ADMIN_KEY}"}).json()
+    assert usage["total"]["resubmitted"] == 0  # nothing can have been created where nothing was connected
 
 
 def test_upstream_400_goes_back_to_the_client_and_is_not_retried(start_simulator, start_gateway):

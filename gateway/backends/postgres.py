@@ -74,6 +74,10 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
             PRIMARY KEY (character_id, upstream_key)
         );
     """),
+    (5, """
+        ALTER TABLE jobs ADD COLUMN resubmitted boolean NOT NULL DEFAULT false;
+        ALTER TABLE ledger ADD COLUMN resubmitted boolean NOT NULL DEFAULT false;
+    """),
 )
 
 _MIGRATIONS_TABLE = """
@@ -190,7 +194,8 @@ class PostgresDatabase:
                 return False
             await conn.execute(
                 "UPDATE ledger SET outcome = $1, cost_usd = $2, upstream = $3, upstream_key = $4,"
-                " latency_ms = ($5 - time) * 1000 WHERE job_id = $6 AND outcome = 'pending'",
+                " latency_ms = ($5 - time) * 1000, resubmitted = (SELECT resubmitted FROM jobs WHERE id = $6)"
+                " WHERE job_id = $6 AND outcome = 'pending'",
                 outcome, cost_usd, changes.get("upstream"), changes.get("upstream_key"),
                 changes["completed_at"], job_id,
             )
@@ -404,7 +409,7 @@ class PostgresDatabase:
 
     async def usage_groups(self, team: str | None, since: float | None, until: float | None,
                            group: str, per_team: bool = False) -> list[tuple]:
-        """(group value, requests, videos, video seconds, USD) per group, summed by PostgreSQL."""
+        """(group value, requests, videos, video seconds, USD, resubmitted) per group, summed by PostgreSQL."""
         where, params = ["true"], []
         for column, op, value in (("team", "=", team or None), ("time", ">=", since), ("time", "<", until)):
             if value is not None:
@@ -414,7 +419,8 @@ class PostgresDatabase:
         rows = await self.pool.fetch(
             f"SELECT {'team, ' if per_team else ''}{_PG_GROUPS[group]} AS g, COUNT(*),"
             f" COUNT(*) FILTER (WHERE outcome = 'completed'),"
-            f" COALESCE(SUM(seconds) FILTER (WHERE outcome = 'completed'), 0), SUM(cost_usd)"
+            f" COALESCE(SUM(seconds) FILTER (WHERE outcome = 'completed'), 0), SUM(cost_usd),"
+            f" COUNT(*) FILTER (WHERE resubmitted)"
             f" FROM ledger WHERE {' AND '.join(where)} GROUP BY {keys} ORDER BY {keys}", *params)
         return [tuple(r) for r in rows]
 

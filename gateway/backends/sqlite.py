@@ -69,12 +69,14 @@ ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("jobs", "extended_from", "TEXT"),
     ("jobs", "base_seconds", "INTEGER NOT NULL DEFAULT 0"),
     ("jobs", "webhook_url", "TEXT"),
+    ("jobs", "resubmitted", "INTEGER NOT NULL DEFAULT 0"),
+    ("ledger", "resubmitted", "INTEGER NOT NULL DEFAULT 0"),
 )
 
 _JOB_COLUMNS = JobRecord.columns()
 LOCK_WAIT_S = 5.0
 T = TypeVar("T")
-_BOOL_COLUMNS = {"refused", "has_thumbnail", "deleted"}
+_BOOL_COLUMNS = {"refused", "has_thumbnail", "deleted", "resubmitted"}
 
 
 class SQLiteDatabase:
@@ -143,9 +145,10 @@ class SQLiteDatabase:
                     return False
                 self.conn.execute(
                     "UPDATE ledger SET outcome = ?, cost_usd = ?, upstream = ?, upstream_key = ?,"
-                    " latency_ms = (? - time) * 1000 WHERE job_id = ? AND outcome = 'pending'",
+                    " latency_ms = (? - time) * 1000, resubmitted = (SELECT resubmitted FROM jobs WHERE id = ?)"
+                    " WHERE job_id = ? AND outcome = 'pending'",
                     (outcome, cost_usd, changes.get("upstream"), changes.get("upstream_key"),
-                     changes["completed_at"], job_id),
+                     changes["completed_at"], job_id, job_id),
                 )
                 self._enqueue(events)
             return True
@@ -365,12 +368,12 @@ class SQLiteDatabase:
             where.append("time < ?")
             params.append(until)
         rows = self.conn.execute(f"SELECT * FROM ledger WHERE {' AND '.join(where)} ORDER BY time", params)
-        return [LedgerRow(**dict(r)) for r in rows]
+        return [LedgerRow(**{**dict(r), "resubmitted": bool(r["resubmitted"])}) for r in rows]
 
 
     async def usage_groups(self, team: str | None, since: float | None, until: float | None,
                            group: str, per_team: bool = False) -> list[tuple]:
-        """(group value, requests, videos, video seconds, USD) per group, summed by SQLite.
+        """(group value, requests, videos, video seconds, USD, resubmitted) per group, summed by SQLite.
 
         The scan runs in a worker thread on a connection of its own (WAL lets it read beside the writer), so a
         report over a large ledger does not stall the event loop.
@@ -379,7 +382,7 @@ class SQLiteDatabase:
         keys = "team, g" if per_team else "g"
         sql = (f"SELECT {'team, ' if per_team else ''}{_SQLITE_GROUPS[group]} AS g, COUNT(*),"
                f" SUM(outcome = 'completed'), SUM(CASE WHEN outcome = 'completed' THEN seconds ELSE 0 END),"
-               f" SUM(cost_usd) FROM ledger WHERE {where} GROUP BY {keys} ORDER BY {keys}")
+               f" SUM(cost_usd), SUM(resubmitted) FROM ledger WHERE {where} GROUP BY {keys} ORDER BY {keys}")
         if self.path == ":memory:":
             return [tuple(r) for r in self.conn.execute(sql, params)]
         return await asyncio.to_thread(_read_all, self.path, sql, params)

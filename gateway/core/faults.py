@@ -35,6 +35,11 @@ class Action(Enum):
     BACKOFF = "backoff"  # retry after a jittered backoff (a create on another key where one is free)
     GONE = "gone"  # the upstream job or its content is gone: the job fails
     UNSUPPORTED = "unsupported"  # the upstream lacks this endpoint: use the fallback (list → one poll per job)
+    # A create that may have reached the upstream (a timeout or reset once the body was sent, a 502/504):
+    # look for the job it may have made before sending another, which could be paid twice (none of the
+    # providers takes an idempotency key). What happens when it cannot be found is the upstream's
+    # `on_ambiguous_create`.
+    RECONCILE = "reconcile"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +58,7 @@ _CLIENT = Decision(KeyEffect.NONE, Action.CLIENT)
 _GONE = Decision(KeyEffect.NONE, Action.GONE)
 _TRANSIENT = Decision(KeyEffect.STRIKE, Action.BACKOFF)
 _RATE_LIMITED_READ = Decision(KeyEffect.COOL, Action.BACKOFF)
+_AMBIGUOUS = Decision(KeyEffect.STRIKE, Action.RECONCILE)
 
 # Statuses that mean the same for every operation.
 _COMMON: dict[int | None, Decision] = {
@@ -66,6 +72,9 @@ _BY_OPERATION: dict[Operation, tuple[dict[int, Decision], Decision]] = {
         402: Decision(KeyEffect.DISABLE, Action.OTHER_KEY),
         403: Decision(KeyEffect.DISABLE, Action.OTHER_KEY),
         429: Decision(KeyEffect.COOL, Action.OTHER_KEY),
+        None: _AMBIGUOUS,  # a timeout or a reset after the body went out (never connected: see `decide`)
+        502: _AMBIGUOUS,  # a proxy that lost the upstream's answer
+        504: _AMBIGUOUS,  # a proxy that stopped waiting for it
     }, _CLIENT),
     Operation.POLL: ({
         401: Decision(KeyEffect.DISABLE, Action.BACKOFF),  # the job lives on this key's account: wait for it
@@ -98,7 +107,12 @@ _BY_OPERATION: dict[Operation, tuple[dict[int, Decision], Decision]] = {
 _STREAM_BROKEN = Decision(KeyEffect.STRIKE, Action.GONE)  # a relay job does not outlive its stream
 
 
-def decide(operation: Operation, status: int | None, rows: FaultRows | None = None) -> Decision:
+def decide(operation: Operation, status: int | None, rows: FaultRows | None = None, *,
+           sent: bool = True) -> Decision:
+    """What a failure means. `sent=False` (the connection was never made) makes a failed create plainly
+    transient: nothing can have been created."""
+    if operation is Operation.SUBMIT and status is None and not sent:
+        return _TRANSIENT
     if rows and (operation, status) in rows:
         return rows[(operation, status)]
     specific, other_client_error = _BY_OPERATION[operation]

@@ -43,7 +43,7 @@ def check_group(value: str | None, allowed: tuple[str, ...] = GROUPS, default: s
 
 
 def _empty() -> dict:
-    return {"requests": 0, "videos": 0, "video_seconds": 0, "cost_usd": 0.0}
+    return {"requests": 0, "videos": 0, "video_seconds": 0, "cost_usd": 0.0, "resubmitted": 0}
 
 
 def columns(group: str, per_team: bool = False) -> tuple[str, ...]:
@@ -53,13 +53,14 @@ def columns(group: str, per_team: bool = False) -> tuple[str, ...]:
 
 def summarize_groups(groups: Iterable[tuple], group: str, *, per_team: bool = False) -> tuple[list[dict], dict]:
     """A report and its total from rows the database already grouped: (group values…, requests, videos, video
-    seconds, USD), the group values being those of `columns(group, per_team)`."""
+    seconds, USD, resubmitted), the group values being those of `columns(group, per_team)`. `resubmitted` counts
+    the requests whose job was sent again after a create whose answer was lost (each may have been paid twice)."""
     names = columns(group, per_team)
     data, total = [], _empty()
     for row in groups:
-        keys, (requests, videos, seconds, usd) = row[:len(names)], row[len(names):]
+        keys, (requests, videos, seconds, usd, resubmitted) = row[:len(names)], row[len(names):]
         values = {"requests": int(requests or 0), "videos": int(videos or 0), "video_seconds": int(seconds or 0),
-                  "cost_usd": round(float(usd or 0.0), 6)}
+                  "cost_usd": round(float(usd or 0.0), 6), "resubmitted": int(resubmitted or 0)}
         data.append({**dict(zip(names, keys)), **values})
         for field, value in values.items():
             total[field] += value
@@ -82,10 +83,10 @@ def csv_lines(data: list[dict], group: str, per_team: bool = False) -> Iterator[
     names = columns(group, per_team)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([*names, "requests", "videos", "video_seconds", "cost_usd"])
+    writer.writerow([*names, "requests", "videos", "video_seconds", "cost_usd", "resubmitted"])
     for row in data:
         writer.writerow([*(row[n] for n in names), row["requests"], row["videos"], row["video_seconds"],
-                         f"{row['cost_usd']:.6f}"])
+                         f"{row['cost_usd']:.6f}", row["resubmitted"]])
         yield out.getvalue()
         out.seek(0)
         out.truncate()
@@ -94,11 +95,11 @@ def csv_lines(data: list[dict], group: str, per_team: bool = False) -> Iterator[
 
 def to_table(data: list[dict], total: dict, group: str, per_team: bool = False) -> str:
     names = columns(group, per_team)
-    header = [*names, "requests", "videos", "video_seconds", "cost_usd"]
+    header = [*names, "requests", "videos", "video_seconds", "cost_usd", "resubmitted"]
     lines = [[*(str(r[n]) for n in names), str(r["requests"]), str(r["videos"]), str(r["video_seconds"]),
-              f"{r['cost_usd']:.2f}"] for r in data]
+              f"{r['cost_usd']:.2f}", str(r["resubmitted"])] for r in data]
     lines.append(["TOTAL", *([""] * (len(names) - 1)), str(total["requests"]), str(total["videos"]),
-                  str(total["video_seconds"]), f"{total['cost_usd']:.2f}"])
+                  str(total["video_seconds"]), f"{total['cost_usd']:.2f}", str(total["resubmitted"])])
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
     fmt = "  ".join(f"{{:<{w}}}" if i < len(names) else f"{{:>{w}}}" for i, w in enumerate(widths))
     return "\n".join([fmt.format(*header), *(fmt.format(*line) for line in lines)])

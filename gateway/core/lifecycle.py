@@ -217,8 +217,10 @@ class Lifecycle:
             await self._finish(job, "failed", error.code, error.message)
             return
         job.upstream, job.slot = submitted.adapter, submitted.slot
-        ids = {"upstream": submitted.upstream, "upstream_key": submitted.slot.key.label,
-               "upstream_job_id": submitted.upstream_id}
+        ids: dict[str, str | bool] = {"upstream": submitted.upstream, "upstream_key": submitted.slot.key.label,
+                                      "upstream_job_id": submitted.upstream_id}
+        if submitted.resubmitted:
+            ids["resubmitted"] = True
         try:
             still_running = await self.db.advance_job(record.id, status="queued", **ids)
         except Exception as exc:  # noqa: BLE001 - follow it anyway; its end is written when the database is back

@@ -69,6 +69,7 @@ class JobRecord(_Row):
     edited_from: str | None = None  # the gateway id of the video this job edits
     extended_from: str | None = None  # the gateway id of the video this job extends
     base_seconds: int = 0  # an extension's source length: the video is base_seconds + seconds long
+    resubmitted: bool = False  # sent to the upstream again after a create whose answer was lost
 
     @property
     def done(self) -> bool:
@@ -103,6 +104,7 @@ class LedgerRow:
     upstream: str | None = None
     upstream_key: str | None = None
     latency_ms: float | None = None
+    resubmitted: bool = False  # the job was sent again after a create whose answer was lost: maybe paid twice
 
 
 @dataclass(slots=True)

@@ -78,7 +78,9 @@ class UpstreamStatus:
 
 
 class UpstreamError(Exception):
-    """An upstream HTTP call failed. `status` is None for timeouts and connection errors."""
+    """An upstream HTTP call failed. `status` is None for timeouts and connection errors; `sent` is False when
+    the request cannot have reached the upstream (the connection was never made), which makes a failed create
+    safe to send again."""
 
     def __init__(
         self,
@@ -88,9 +90,11 @@ class UpstreamError(Exception):
         retry_after: float | None = None,
         code: str | None = None,
         param: str | None = None,
+        sent: bool = True,
     ) -> None:
         super().__init__(message)
         self.message = message
+        self.sent = sent
         self.status = status
         self.retry_after = retry_after
         self.code = code

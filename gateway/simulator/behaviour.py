@@ -1,9 +1,12 @@
 """What a request asks the simulator to do, read from its key and its prompt.
 
-Keys: a fault prefix (`sk-429-…`, `sk-401-…`, `sk-403-…`, `sk-500-…`, `sk-flaky-…`, `sk-slow-…`,
+Keys: a fault prefix (`sk-429-…`, `sk-401-…`, `sk-403-…`, `sk-500-…`, `sk-flaky-…`, `sk-flakyread-…` (every
+other read fails, creates never), `sk-slow-…`,
 `sk-slowcreate-…`, `sk-hang-…`) and,
 anywhere in the key, `fam-a|fam-b|fam-c` and `-en-|-zh-` markers choosing the chat family and language
-(`sk-slow-fam-b-en-1`). Prompts: `[refuse]`, `[fail]` and (chat only) `[error]` choose how the job ends.
+(`sk-slow-fam-b-en-1`). Prompts: `[refuse]`, `[fail]` and (chat only) `[error]` choose how the job ends;
+`[lost]` makes a key's first such create happen but answer 502, as a proxy that lost the answer would (every kind
+but chat).
 """
 
 from __future__ import annotations

@@ -131,6 +131,8 @@ class FalAPI:
                      outcome="complete" if outcome == "error" else outcome, started=time.monotonic(), input=body,
                      reference=reference)
         self.state.provider_jobs[job.id] = job
+        if self.state.answer_lost(job.key, job.prompt):
+            raise APIError(502, "upstream connect error or disconnect/reset before headers")
         base = f"{str(request.base_url).rstrip('/')}/{job.app}/requests/{job.id}"
         return json_response({"status": "IN_QUEUE", "request_id": job.id, "response_url": base,
                               "status_url": base + "/status", "cancel_url": base + "/cancel",

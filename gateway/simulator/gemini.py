@@ -152,6 +152,8 @@ class GeminiAPI:
                      outcome=veo_outcome(prompt), started=time.monotonic(), instance=instance,
                      parameters=parameters, reference=image_reference(instance))
         self.state.provider_jobs[job.id] = job
+        if self.state.answer_lost(job.key, job.prompt):
+            raise APIError(502, "upstream connect error or disconnect/reset before headers")
         return json_response({"name": job.name})
 
     async def operation(self, request: Request) -> Response:

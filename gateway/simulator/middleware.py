@@ -91,13 +91,13 @@ class SimulatorMiddleware:
             return
         if fault == "slow" or (fault == "slowcreate" and scope["method"] == "POST"):
             await asyncio.sleep(self.settings.slow_s)
-        error = self.injected_error(fault, key)
+        error = self.injected_error(fault, key, scope["method"])
         if error is not None:
             await self.wire.respond(error)(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
-    def injected_error(self, fault: str, key: str) -> APIError | None:
+    def injected_error(self, fault: str, key: str, method: str) -> APIError | None:
         if fault == "429":
             return rate_limited(self.settings.retry_after_s)
         if fault == "401":
@@ -116,7 +116,8 @@ class SimulatorMiddleware:
                 type="server_error",
                 code="server_error",
             )
-        if fault == "flaky" and self.state.next_call_number(key) % 2 == 1:
+        if (fault == "flaky" or fault == "flakyread" and method == "GET") \
+                and self.state.next_call_number(key) % 2 == 1:
             return APIError(502, "Bad gateway.", type="server_error", code="bad_gateway")
         return None
 

@@ -112,6 +112,8 @@ class OpenRouterAPI:
                         prompt=prompt, outcome="complete" if outcome == "error" else outcome,
                         started=time.monotonic(), body=body, reference=frame_reference(body.get("frame_images")))
         self.state.provider_jobs[job.id] = job
+        if self.state.answer_lost(job.key, job.prompt):
+            raise APIError(502, "upstream connect error or disconnect/reset before headers")
         return json_response({"id": job.id, "polling_url": f"/api/v1/videos/{job.id}", "status": "pending",
                               "generation_id": "gen-" + job.id[4:]}, 202)
 

@@ -98,7 +98,6 @@ class ReplicateAPI:
         self.settings = settings
         self.assets = assets
         self.wire = ReplicateWire()
-        self.lost: set[str] = set()  # keys whose "[lost]" create already lost its answer once
 
     def routes(self) -> list[Route]:
         return [
@@ -139,8 +138,7 @@ class ReplicateAPI:
                          prompt=values["prompt"], outcome="complete" if outcome == "error" else outcome,
                          started=time.monotonic(), created_at=time.time(), input=values, reference=reference)
         self.state.provider_jobs[job.id] = job
-        if "[lost]" in job.prompt and job.key not in self.lost:
-            self.lost.add(job.key)  # the prediction exists, but its answer is lost on the way back
+        if self.state.answer_lost(job.key, job.prompt):
             raise APIError(502, "upstream connect error or disconnect/reset before headers")
         return json_response(self.describe(job, request), 201)
 

@@ -136,6 +136,8 @@ class RunwayAPI:
                     outcome="complete" if outcome == "error" else outcome, started=time.monotonic(),
                     created_at=time.time(), body=body, reference=reference)
         self.state.provider_jobs[task.id] = task
+        if self.state.answer_lost(task.key, task.prompt):
+            raise APIError(502, "upstream connect error or disconnect/reset before headers")
         return json_response({"id": task.id})
 
     async def retrieve(self, request: Request) -> Response:

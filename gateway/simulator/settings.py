@@ -5,7 +5,7 @@ from dataclasses import dataclass
 KINDS = ("videos", "chat", "gemini", "openrouter", "fal", "replicate", "runway")
 FAMILIES = ("a", "b", "c")
 LANGUAGES = ("zh", "en")
-FAULTS = ("429", "401", "403", "500", "flaky", "slow", "slowcreate", "hang")
+FAULTS = ("429", "401", "403", "500", "flakyread", "flaky", "slow", "slowcreate", "hang")
 
 
 @dataclass(frozen=True)

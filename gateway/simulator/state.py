@@ -82,6 +82,7 @@ class SimulatorState:
         self.chats: dict[str, ChatJob] = {}
         self.provider_jobs: dict[str, Any] = {}  # the provider fakes' jobs (gemini, fal, …), by id
         self._calls_per_key: Counter[str] = Counter()
+        self._lost: set[str] = set()  # keys whose "[lost]" create already lost its answer once
         # Tests hold content downloads here: while the gate is closed, a download waits (and is counted) until
         # it opens. None: downloads answer at once.
         self.content_gate: threading.Event | None = None
@@ -104,6 +105,14 @@ class SimulatorState:
         self._calls_per_key[key] += 1
         return self._calls_per_key[key]
 
+    def answer_lost(self, key: str, prompt: str) -> bool:
+        """True for the first create of `key` whose prompt says `[lost]`: the job exists, but its answer is lost on
+        the way back (a proxy's 502), which is what a create that may or may not have happened looks like."""
+        if "[lost]" not in prompt or key in self._lost:
+            return False
+        self._lost.add(key)
+        return True
+
     def reset(self) -> None:
         self.calls.clear()
         self.videos.clear()
@@ -111,3 +120,4 @@ class SimulatorState:
         self.chats.clear()
         self.provider_jobs.clear()
         self._calls_per_key.clear()
+        self._lost.clear()

@@ -140,6 +140,8 @@ class VideosAPI:
             reference=await parse_reference(params.get("input_reference")),
             characters=self.parse_characters(params, key),
         )
+        if self.state.answer_lost(key, prompt):
+            raise APIError(502, "upstream connect error or disconnect/reset before headers")
         return self.render(job)
 
     async def create_character(self, request: Request) -> Response:

@@ -66,6 +66,7 @@ def family_of(model: str) -> Family:
 
 class FalUpstream:
     kind = "fal"
+    on_ambiguous_create = "fail"  # no list to look a lost create up in: never risk paying twice
     faults: dict = {}  # fal's statuses mean what the common rows say; its quirks are in the answers' bodies
 
     def __init__(self, name: str, base_url: str, *, timeout_s: float, poll_interval_s: float,

@@ -43,6 +43,7 @@ _GRPC = {1: "cancelled", 2: "unknown", 3: "invalid_argument", 4: "deadline_excee
 
 class GeminiUpstream:
     kind = "gemini"
+    on_ambiguous_create = "fail"  # no list to look a lost create up in: never risk paying twice
     # The fault table's rows for what Gemini means differently: a model this key cannot use is a 404 on the
     # create (another key or project may have it).
     faults = {(Operation.SUBMIT, 404): Decision(KeyEffect.NONE, Action.OTHER_KEY)}

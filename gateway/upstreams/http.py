@@ -117,9 +117,19 @@ def clean_status(status: UpstreamStatus, redact: Redactor, secrets: Iterable[str
 
 
 def transport_error(exc: Exception, what: str = "upstream request") -> UpstreamError:
+    sent = not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
     if isinstance(exc, httpx.TimeoutException):
-        return UpstreamError(f"{what} timed out ({type(exc).__name__})")
-    return UpstreamError(f"{what} failed: {type(exc).__name__}")
+        return UpstreamError(f"{what} timed out ({type(exc).__name__})", sent=sent)
+    return UpstreamError(f"{what} failed: {type(exc).__name__}", sent=sent)
+
+
+def connection_error(upstream: str, exc: BaseException) -> UpstreamError:
+    """An aiohttp call that got no answer. A connection that was never made (refused, no such host, a connect
+    timeout) cannot have carried the request, which a failed create needs to know; any other failure may have."""
+    sent = not isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError))
+    if isinstance(exc, TimeoutError):
+        return UpstreamError(f"upstream {upstream} timed out", sent=sent)
+    return UpstreamError(f"upstream {upstream} connection failed: {type(exc).__name__}", sent=sent)
 
 
 def _token(value: str | None, pattern: re.Pattern[str], redact: Redactor, secrets: Iterable[str]) -> str | None:

@@ -33,6 +33,7 @@ _ID = re.compile(r"[A-Za-z0-9_.:\-]{1,200}")
 
 class OpenRouterUpstream:
     kind = "openrouter"
+    on_ambiguous_create = "fail"  # no list to look a lost create up in: never risk paying twice
     # A 403 on the create is OpenRouter's moderation or guardrail refusing the prompt, not the key.
     faults = {(Operation.SUBMIT, 403): Decision(KeyEffect.NONE, Action.CLIENT)}
 

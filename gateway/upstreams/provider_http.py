@@ -17,7 +17,7 @@ from gateway.core.upstream import UpstreamError, UpstreamKey, UpstreamStatus
 from gateway.net import Fetched, FetchError, FetchPolicy, Resolver, open_url, origin_of
 from gateway.observability.metrics import NULL_METRICS, MetricsSink
 from gateway.redaction import NO_SECRETS, Redactor
-from gateway.upstreams.http import MAX_ERROR_BODY, DownloadBody, error_from_status
+from gateway.upstreams.http import MAX_ERROR_BODY, DownloadBody, connection_error, error_from_status
 
 MAX_CONNECTIONS = 64  # per upstream
 _DOWNLOADS = 8  # of which downloads may hold at most this many
@@ -90,10 +90,8 @@ class ProviderHTTP:
                         call.status = response.status
                         body = await response.content.read(16 * 1024 * 1024)
                         status, reason, answer_headers = response.status, response.reason, response.headers
-        except TimeoutError:
-            raise UpstreamError(f"upstream {self.name} timed out") from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(f"upstream {self.name} connection failed: {type(exc).__name__}") from None
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise connection_error(self.name, exc) from None
         if status >= 300:
             raise self.error_for(status, reason, answer_headers, body[:MAX_ERROR_BODY], key)
         try:

@@ -10,10 +10,8 @@ from __future__ import annotations
 import base64
 import logging
 import re
-import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import orjson
@@ -23,11 +21,10 @@ from gateway.observability.metrics import NULL_METRICS, MetricsSink
 from gateway.redaction import NO_SECRETS, Redactor
 from gateway.upstreams.http import clean_status, error_from_status, json_document
 from gateway.upstreams.provider_http import ProviderHTTP, follow_job
+from gateway.upstreams.reconcile import Claims, created_near
 from gateway.upstreams.shapes import aspect_and_resolution, cannot
 
 log = logging.getLogger("gateway.upstreams")
-RECONCILE_WINDOW_S = 120.0  # how far a prediction's created_at may be from the create's send time (clock skew)
-_CLAIMED = 10_000
 STATES = {"starting": "queued", "processing": "in_progress", "succeeded": "completed", "failed": "failed",
           "canceled": "failed", "cancelled": "failed"}
 _REFUSAL = re.compile(r"nsfw|flagged|safety|content policy|sensitive", re.IGNORECASE)
@@ -78,7 +75,7 @@ class ReplicateUpstream:
         self.redact = redact
         self.http = ProviderHTTP(name, base_url, timeout_s=timeout_s, metrics=metrics, redact=redact,
                                  max_media_bytes=max_media_bytes, error_for=self._error)
-        self._claimed: dict[str, None] = {}  # predictions this process follows, newest last
+        self._claimed = Claims()  # predictions this process follows
 
     async def submit(self, spec: GenerationSpec, key: UpstreamKey) -> str:
         if spec.remix_of:
@@ -90,46 +87,27 @@ class ReplicateUpstream:
             url, body["version"] = self.http.url("predictions"), version
         else:
             url = self.http.url(f"models/{name}/predictions")
-        sent_at = time.time()
-        try:
-            answer = await self.http.call("POST", url, key, _auth(key), json=body, operation="submit")
-        except UpstreamError as exc:
-            if exc.status is not None and exc.status < 500:
-                raise  # a 4xx (429 included) means nothing was created
-            found = await self.created_anyway(body["input"], key, sent_at)
-            if found is None:
-                raise
-            log.warning("create failed but the prediction exists; following it", extra={
-                "upstream": self.name, "upstream_key": key.label, "status": exc.status})
-            return self._claim(found)
+        answer = await self.http.call("POST", url, key, _auth(key), json=body, operation="submit")
         prediction_id = answer.body.get("id")
         if not isinstance(prediction_id, str) or not _ID.fullmatch(prediction_id):
             raise UpstreamError(f"upstream {self.name} answered a create without a prediction id", status=502)
-        return self._claim(prediction_id)
+        return self._claimed.add(prediction_id)
 
-    async def created_anyway(self, sent: dict[str, Any], key: UpstreamKey, sent_at: float) -> str | None:
-        """After a create that may have reached Replicate (a timeout, a reset, a 5xx), the prediction it made, if
-        the key's newest predictions show one with this input, created around then, that no job follows yet."""
-        try:
-            answer = await self.http.call("GET", self.http.url("predictions"), key, _auth(key))
-        except UpstreamError:
-            return None
+    async def find_created(self, spec: GenerationSpec, key: UpstreamKey, sent_at: float) -> str | None:
+        """After a create whose answer was lost, the prediction it made: one of the key's newest predictions
+        with this input, created around then, that no job follows yet. None when there is none; raises
+        UpstreamError when the list cannot be read."""
+        model = (spec.image_model or spec.upstream_model) if spec.image else spec.upstream_model
+        sent = self.input(spec, model.partition(":")[0])
+        answer = await self.http.call("GET", self.http.url("predictions"), key, _auth(key))
         results = answer.body.get("results") if isinstance(answer.body.get("results"), list) else []
         for prediction in results:
-            if not isinstance(prediction, dict) or prediction.get("id") in self._claimed:
-                continue
-            created = _timestamp(prediction.get("created_at"))
-            if created is not None and abs(created - sent_at) <= RECONCILE_WINDOW_S \
-                    and _same_input(prediction.get("input"), sent) and isinstance(prediction.get("id"), str) \
-                    and _ID.fullmatch(prediction["id"]):
-                return prediction["id"]
+            if isinstance(prediction, dict) and isinstance(prediction.get("id"), str) \
+                    and _ID.fullmatch(prediction["id"]) and prediction["id"] not in self._claimed \
+                    and created_near(prediction.get("created_at"), sent_at) \
+                    and _same_input(prediction.get("input"), sent):
+                return self._claimed.add(prediction["id"])
         return None
-
-    def _claim(self, prediction_id: str) -> str:
-        self._claimed[prediction_id] = None
-        while len(self._claimed) > _CLAIMED:
-            self._claimed.pop(next(iter(self._claimed)))
-        return prediction_id
 
     def check(self, spec: GenerationSpec) -> None:
         """Raise the 400 a request for `spec` would get before any call (UpstreamError); check-config uses it."""
@@ -221,15 +199,6 @@ def _same_input(echoed: Any, sent: dict[str, Any]) -> bool:
         return False
     return all(echoed.get(name) == value for name, value in sent.items()
                if not (isinstance(value, str) and value.startswith("data:")))
-
-
-def _timestamp(value: Any) -> float | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def _auth(key: UpstreamKey) -> dict[str, str]:

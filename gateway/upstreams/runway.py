@@ -50,6 +50,7 @@ MODELS = {m.name: m for m in (
 
 class RunwayUpstream:
     kind = "runway"
+    on_ambiguous_create = "fail"  # no list to look a lost create up in: never risk paying twice
     faults: dict = {}  # Runway's statuses mean what the common rows say
 
     def __init__(self, name: str, base_url: str, *, timeout_s: float, poll_interval_s: float,

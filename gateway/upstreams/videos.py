@@ -14,8 +14,9 @@ from gateway.core.faults import is_refusal
 from gateway.core.upstream import GenerationSpec, UpstreamError, UpstreamKey, UpstreamStatus, VideoInput
 from gateway.observability.metrics import NULL_METRICS, MetricsSink
 from gateway.redaction import NO_SECRETS, Redactor
-from gateway.upstreams.http import DownloadBody, clean_status, error_from_status
+from gateway.upstreams.http import DownloadBody, clean_status, connection_error, error_from_status
 from gateway.upstreams.list_poll import PAGE_SIZE, ListPoller
+from gateway.upstreams.reconcile import Claims, created_near
 
 MAX_CONNECTIONS = 128  # per upstream
 _DOWNLOADS = 16  # of which content downloads may hold at most this many
@@ -50,6 +51,7 @@ class VideosUpstream:
         self.poll_interval_s = poll_interval_s
         self.metrics = metrics
         self._pollers: dict[str, ListPoller] = {}
+        self._claimed = Claims()  # videos this process follows
         self._session: aiohttp.ClientSession | None = None
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         # A download may take longer than one call in total; it must keep moving, though.
@@ -81,7 +83,24 @@ class VideosUpstream:
             video = await self._call("POST", "/videos", key, json=_with_characters(_form(spec), spec.characters))
         if not isinstance(video.get("id"), str):
             raise UpstreamError("upstream answered a create without a video id", status=502)
-        return video["id"]
+        return self._claimed.add(video["id"])
+
+    async def find_created(self, spec: GenerationSpec, key: UpstreamKey, sent_at: float) -> str | None:
+        """After a create whose answer was lost, the video it made: on the key's newest page of videos, one with
+        this prompt (and model, size and length, or remix source), created around then, that no job follows yet.
+        None when there is none; raises UpstreamError when the list cannot be read."""
+        page = await self._call("GET", "/videos", key, params=_page(None))
+        wanted = {"prompt": spec.prompt}
+        if spec.remix_of:
+            wanted["remixed_from_video_id"] = spec.remix_of
+        elif spec.operation == "create":
+            wanted.update(model=spec.upstream_model, size=spec.size, seconds=str(spec.seconds))
+        for video in page.get("data") if isinstance(page.get("data"), list) else ():
+            if isinstance(video, dict) and isinstance(video.get("id"), str) and video["id"] not in self._claimed \
+                    and created_near(video.get("created_at"), sent_at) \
+                    and all(str(video.get(name)) == value for name, value in wanted.items()):
+                return self._claimed.add(video["id"])
+        return None
 
     async def _source_job(self, spec: GenerationSpec, key: UpstreamKey) -> dict[str, Any]:
         """POST /videos/edits or /videos/extensions, of an upstream video by id or of an uploaded MP4."""
@@ -166,10 +185,8 @@ class VideosUpstream:
                         call.status = response.status
                         body = await response.read()
                         status, reason, headers = response.status, response.reason, response.headers
-        except TimeoutError:
-            raise UpstreamError(f"upstream {self.name} timed out") from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(f"upstream {self.name} connection failed: {type(exc).__name__}") from None
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise connection_error(self.name, exc) from None
         if status >= 400:
             raise self._error(status, reason, headers, body[:_MAX_ERROR_BODY], key)
         try:
