@@ -14,7 +14,18 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
-from gateway.api import admin, characters, chat, dashboard, health, models, usage, video_edits, videos
+from gateway.api import (
+    admin,
+    characters,
+    chat,
+    dashboard,
+    health,
+    models,
+    upstream_webhooks,
+    usage,
+    video_edits,
+    videos,
+)
 from gateway.api.access import AccessMiddleware
 from gateway.api.errors import (
     api_error_handler,
@@ -49,6 +60,7 @@ from gateway.core.upstream import Upstream
 from gateway.core.webhooks import Webhooks
 from gateway.observability.metrics import NULL_METRICS, Metrics, MetricsSink, TimedDatabase
 from gateway.redaction import NO_SECRETS, Redactor, config_secrets
+from gateway.upstreams.callbacks import callbacks_for
 from gateway.upstreams.fal import FalUpstream
 from gateway.upstreams.gemini import GeminiUpstream
 from gateway.upstreams.openrouter import OpenRouterUpstream
@@ -69,16 +81,20 @@ def redis_client_name(config: Config) -> str:
 
 
 def build_upstream(config: UpstreamConfig, metrics: MetricsSink = NULL_METRICS,
-                   redactor: Redactor = NO_SECRETS) -> Upstream:
+                   redactor: Redactor = NO_SECRETS, public_url: str = "") -> Upstream:
+    """The dialect of one upstream; with `public_url`, one that asks its provider to call back (when the config
+    switches that on) at `{public_url}/upstream-webhooks/{name}`."""
     if config.kind == "chat":
         from gateway.upstreams.chat import ChatRelayUpstream
 
         return ChatRelayUpstream(config.name, config.base_url, timeout_s=config.timeout_s, metrics=metrics,
                                  redact=redactor, max_media_bytes=config.max_media_bytes)
     if config.kind in PROVIDER_KINDS:
+        callbacks = callbacks_for(config, public_url, metrics) if public_url else None
         return PROVIDER_KINDS[config.kind](config.name, config.base_url, timeout_s=config.timeout_s,
                                            poll_interval_s=config.poll_interval_s, metrics=metrics,
-                                           redact=redactor, max_media_bytes=config.max_media_bytes)
+                                           redact=redactor, max_media_bytes=config.max_media_bytes,
+                                           **({"callbacks": callbacks} if callbacks else {}))
     return VideosUpstream(config.name, config.base_url, timeout_s=config.timeout_s,
                           poll_interval_s=config.poll_interval_s, metrics=metrics, redact=redactor)
 
@@ -106,7 +122,8 @@ class Gateway:
         self.redactor = Redactor(config_secrets(config))
         self.store = open_store(config.storage)
         self.signer = LinkSigner(config.server.signing_secret, config.server.public_url, config.server.link_ttl_s)
-        self.upstreams = {u.name: build_upstream(u, self.metrics, self.redactor) for u in config.upstreams}
+        self.upstreams = {u.name: build_upstream(u, self.metrics, self.redactor, config.server.public_url)
+                          for u in config.upstreams}
         self.upstream_settings = UpstreamSettings(config.upstreams)
         self.redis = None
         if config.storage.redis:
@@ -192,11 +209,12 @@ class Gateway:
             config = replace(config, storage=old.storage)
         for upstream in config.upstreams:
             previous = next((u for u in old.upstreams if u.name == upstream.name), None)
-            if previous is None or (previous.kind, previous.base_url, previous.timeout_s, previous.poll_interval_s) \
-                    != (upstream.kind, upstream.base_url, upstream.timeout_s, upstream.poll_interval_s):
+            if previous is None or _dialect_settings(previous, old) != _dialect_settings(upstream, config):
                 if upstream.name in self.upstreams:
-                    self._retired.append(self.upstreams[upstream.name])  # running jobs keep using it
-                self.upstreams[upstream.name] = build_upstream(upstream, self.metrics, self.redactor)
+                    # running jobs keep using it (and are polled: callbacks now wake the new one's followers)
+                    self._retired.append(self.upstreams[upstream.name])
+                self.upstreams[upstream.name] = build_upstream(upstream, self.metrics, self.redactor,
+                                                               config.server.public_url)
                 changes.append(f"upstream {upstream.name}: {'added' if previous is None else 'settings changed'}")
             pool = self.pools.get(upstream.name)
             if pool is None:
@@ -273,6 +291,12 @@ class Gateway:
         await self.db.close()
 
 
+def _dialect_settings(upstream: UpstreamConfig, config: Config) -> tuple:
+    """What a dialect is built from: a change in any of it builds a new one."""
+    return (upstream.kind, upstream.base_url, upstream.timeout_s, upstream.poll_interval_s, upstream.webhook_secret,
+            upstream.webhooks, upstream.webhook_jwks_url, config.server.public_url if upstream.has_webhooks else "")
+
+
 def create_app(config: Config) -> Starlette:
     """The ASGI app. Its gateway is opened by the lifespan, before the first request, as `app.state.gateway`;
     `app.state.begin_shutdown()` ends open streams (what a server does on SIGTERM)."""
@@ -308,6 +332,7 @@ def create_app(config: Config) -> Starlette:
         Route("/v1/videos/{video_id}/content/{token}", videos.signed_video_content, methods=["GET", "HEAD"]),
         Route("/v1/videos/{video_id}/remix", videos.remix_video, methods=["POST"]),
         Route("/v1/usage", usage.team_usage),
+        Route("/upstream-webhooks/{upstream}", upstream_webhooks.receive, methods=["POST"]),
         Route("/admin/upstreams", admin.list_upstreams),
         Route("/admin/teams", admin.list_teams),
         Route("/admin/teams/{team}/keys", admin.create_team_key, methods=["POST"]),

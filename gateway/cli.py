@@ -60,6 +60,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--slow", type=float, default=2.0,
                    help="seconds the sk-slow-… (every call) and sk-slowcreate-… (creates) keys wait")
     p.add_argument("--quote-key", action="store_true", help="echo the caller's key in every error and failed job")
+    p.add_argument("--webhook-secret", default=os.environ.get("SIMULATOR_WEBHOOK_SECRET", ""),
+                   help="what provider webhooks are signed with: whsec_… for replicate and gemini, any string for"
+                        " openrouter (fal uses its own key, at /.well-known/jwks.json); default"
+                        " $SIMULATOR_WEBHOOK_SECRET")
     p.set_defaults(func=cmd_simulator)
 
     p = sub.add_parser("check-config", help="validate a config and list every problem")
@@ -267,7 +271,8 @@ def cmd_simulator(args: argparse.Namespace) -> int:
 
     settings = SimulatorSettings(kind=args.kind, family=args.family, language=args.language,
                                  duration_s=args.duration, slow_s=args.slow,
-                                 public_url=f"http://{args.host}:{args.port}", quote_key=args.quote_key)
+                                 public_url=f"http://{args.host}:{args.port}", quote_key=args.quote_key,
+                                 webhook_secret=args.webhook_secret)
     root = {"gemini": "/v1beta", "openrouter": "/api/v1", "fal": ""}.get(args.kind, "/v1")
     print(f"simulated {args.kind} upstream on http://{args.host}:{args.port}{root}", flush=True)
     run_simulator(args.host, args.port, settings)

@@ -24,6 +24,10 @@ DEFAULT_BASE_URLS = {
     "replicate": "https://api.replicate.com/v1",
     "runway": "https://api.dev.runwayml.com/v1",
 }
+# The kinds whose provider can call back when a job ends, and how it signs the call: a shared secret for all but
+# fal, which signs with ED25519 keys it publishes.
+WEBHOOK_KINDS = ("gemini", "openrouter", "fal", "replicate")
+FAL_JWKS_URL = "https://rest.fal.ai/.well-known/jwks.json"
 STREAM_FORMATS = ("markdown", "zh", "reasoning")
 CACHE_SCOPES = ("team", "global")
 SERVE_MODES = ("proxy", "redirect")
@@ -127,6 +131,15 @@ class UpstreamConfig:
     # sent twice) or "resubmit" it (the video is made, maybe paid twice; the ledger row says `resubmitted`).
     # "" is the kind's default: "resubmit" for videos, chat and replicate, "fail" for the other providers.
     on_ambiguous_create: str = ""
+    # provider webhooks, a faster path beside polling: the secret the provider signs its callbacks with (gemini,
+    # openrouter, replicate), or for fal `webhooks = true` and the key set its signatures are checked against
+    webhook_secret: str = field(default="", repr=False)
+    webhooks: bool = False
+    webhook_jwks_url: str = ""
+
+    @property
+    def has_webhooks(self) -> bool:
+        return bool(self.webhook_secret) or (self.kind == "fal" and self.webhooks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -414,8 +427,42 @@ class _Reader:
                 max_media_bytes=self.get(t, p, "max_media_bytes", int, d.max_media_bytes, _positive),
                 on_ambiguous_create=self.get(t, p, "on_ambiguous_create", str, d.on_ambiguous_create,
                                              _one_of("", "fail", "resubmit")),
+                **self.upstream_webhooks(t, p, kind),
             ))
         return tuple(out)
+
+    def upstream_webhooks(self, t: Mapping[str, Any], p: str, kind: str) -> dict[str, Any]:
+        """`webhook_secret`, `webhooks` and `webhook_jwks_url`: each only where the provider's callbacks use it."""
+        secret = self.get(t, p, "webhook_secret", str, "")
+        webhooks = self.get(t, p, "webhooks", bool, False)
+        jwks_url = self.get(t, p, "webhook_jwks_url", str, "", _http_url)
+        if kind not in WEBHOOK_KINDS:
+            for name in ("webhook_secret", "webhooks", "webhook_jwks_url"):
+                if name in t:
+                    self.fail(f"{p}.{name}", f"kind {kind!r} has no provider webhooks (only "
+                              f"{', '.join(WEBHOOK_KINDS)} do); remove it: jobs are polled")
+            return {}
+        if kind == "fal":
+            if "webhook_secret" in t:
+                self.fail(f"{p}.webhook_secret", "fal signs its callbacks with its published ED25519 keys, not a"
+                          " shared secret: set webhooks = true instead (webhook_jwks_url names the key set)")
+            if jwks_url and not webhooks:
+                self.fail(f"{p}.webhook_jwks_url", "is only read with webhooks = true, which switches fal's"
+                          " callbacks on")
+            return {"webhooks": webhooks, "webhook_jwks_url": (jwks_url or FAL_JWKS_URL) if webhooks else ""}
+        for name in ("webhooks", "webhook_jwks_url"):
+            if name in t:
+                self.fail(f"{p}.{name}", f"is for kind 'fal'; kind {kind!r} switches its callbacks on with"
+                          " webhook_secret, the secret it signs them with")
+        if "webhook_secret" in t and not secret:
+            self.fail(f"{p}.webhook_secret", "is empty: set the provider's signing secret (e.g. from"
+                      " ${PROVIDER_WEBHOOK_SECRET}) or remove the key")
+        elif secret and kind in ("gemini", "replicate") and (problem := _webhook_secret(secret)) is not None:
+            self.fail(f"{p}.webhook_secret", problem + f" ({kind} signs its callbacks the Standard Webhooks way)")
+        elif secret and kind == "openrouter" and len(secret) < 16:
+            self.fail(f"{p}.webhook_secret", "is too short for a signing secret: use the workspace's webhook"
+                      " signing secret from OpenRouter's settings")
+        return {"webhook_secret": secret}
 
     def models(self, raw: Mapping[str, Any], upstream_names: set[str]) -> dict[str, ModelConfig]:
         if not raw:

@@ -85,11 +85,13 @@ NO_SECRETS = Redactor()
 
 
 def config_secrets(config: Any) -> list[str]:
-    """Every secret the config holds in clear: signing secret, admin keys, upstream keys, storage passwords."""
+    """Every secret the config holds in clear: signing secret, admin keys, upstream keys and webhook secrets,
+    storage passwords."""
     found = [config.server.signing_secret]
     found += [k for k in config.server.admin_keys if not k.startswith("sha256:")]
     for upstream in config.upstreams:
         found += upstream.keys
+        found.append(upstream.webhook_secret)
     found += [team.webhook_secret for team in config.teams]
     found += [os.environ.get(name, "") for name in STORE_SECRET_ENV]
     for url in (config.storage.database, config.storage.redis):

@@ -122,6 +122,9 @@ class MetricsSink:
     def webhook_delivery(self, outcome: str) -> None:
         """One delivery attempt: delivered, retry (it failed and will be tried again) or failed (given up)."""
 
+    def upstream_callback(self, upstream: str, outcome: str) -> None:
+        """One provider webhook: accepted (it woke a follower), duplicate, forged or unknown (no follower)."""
+
 
 NULL_METRICS = MetricsSink()
 
@@ -163,6 +166,11 @@ class Metrics(MetricsSink):
         self.webhooks = Counter("sora_gateway_webhook_deliveries", "Webhook delivery attempts by outcome:"
                                 " delivered, retry (failed, to be tried again) or failed (given up).", ["outcome"],
                                 registry=r)
+        self.upstream_callbacks = Counter("sora_gateway_upstream_callbacks", "Provider webhooks received, by"
+                                          " upstream and outcome: accepted (it woke the job's follower), duplicate"
+                                          " (a replay or a retry), forged (refused: bad, missing or stale"
+                                          " signature) or unknown (verified, but no job followed here).",
+                                          ["upstream", "outcome"], registry=r)
         for outcome in ("delivered", "retry", "failed"):
             self.webhooks.labels(outcome)
         for result in CACHE_RESULTS:
@@ -215,6 +223,9 @@ class Metrics(MetricsSink):
 
     def webhook_delivery(self, outcome: str) -> None:
         self.webhooks.labels(outcome).inc()
+
+    def upstream_callback(self, upstream: str, outcome: str) -> None:
+        self.upstream_callbacks.labels(upstream, outcome).inc()
 
     def quota_rejected(self, limit: str) -> None:
         self.quota_rejections.labels(limit).inc()

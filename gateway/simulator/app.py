@@ -59,6 +59,7 @@ def create_simulator_app(settings: SimulatorSettings) -> Starlette:
     )
     app.state.sim = state
     app.state.settings = settings
+    app.state.dialect = dialect  # e.g. its webhook signer, for a test that forges or replays a callback
     return app
 
 

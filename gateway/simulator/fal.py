@@ -10,6 +10,8 @@
 - `GET …/requests/{id}`: `{"video": {"url", "content_type", "file_name", "file_size"}}` with a public link; a
   refused prompt is a 422 `content_policy_violation` here, after `COMPLETED`. `PUT …/cancel` cancels.
 - Errors: `{"detail": …}`; a missing or bad key is 401 `{"detail": "Unauthorized"}`.
+- `?fal_webhook=<url>` on submit: `{request_id, gateway_request_id, status: "OK"|"ERROR", payload}` is POSTed
+  there at the end, ED25519-signed with a key published at `GET /.well-known/jwks.json` (see `callbacks`).
 
 Prompts: `[refuse]` (422 content_policy_violation on the result) and `[fail]` (a `COMPLETED` status carrying
 `error`, and a 500 on the result).
@@ -28,6 +30,7 @@ from starlette.types import Scope
 
 from .assets import Assets
 from .behaviour import outcome_for
+from .callbacks import CallbackSender
 from .errors import APIError, json_response
 from .media import data_url_image, held
 from .middleware import Wire
@@ -78,7 +81,7 @@ class FalWire(Wire):
         return APIError(401, "Unauthorized")
 
     def is_open(self, path: str) -> bool:
-        return path.startswith("/files/") or super().is_open(path)
+        return path.startswith(("/files/", "/.well-known/")) or super().is_open(path)
 
     def respond(self, error: APIError) -> Response:
         if isinstance(error, Unprocessable):
@@ -107,10 +110,12 @@ class FalAPI:
         self.settings = settings
         self.assets = assets
         self.wire = FalWire()
+        self.callbacks = CallbackSender("fal", settings, state.deliveries)
 
     def routes(self) -> list[Route]:
         return [
             Route("/files/fal/{request_id}/output.mp4", self.file, methods=["GET"]),
+            Route("/.well-known/jwks.json", self.jwks, methods=["GET"]),
             Route("/{owner}/{app}/requests/{request_id}/status", self.status, methods=["GET"]),
             Route("/{owner}/{app}/requests/{request_id}/cancel", self.cancel, methods=["PUT"]),
             Route("/{owner}/{app}/requests/{request_id}", self.result, methods=["GET"]),
@@ -131,6 +136,12 @@ class FalAPI:
                      outcome="complete" if outcome == "error" else outcome, started=time.monotonic(), input=body,
                      reference=reference)
         self.state.provider_jobs[job.id] = job
+        webhook = request.query_params.get("fal_webhook")
+        if webhook is not None:
+            if not webhook.startswith(("http://", "https://")):
+                raise Unprocessable("fal_webhook", "the webhook URL must be an http(s) URL")
+            self.callbacks.after(webhook, job.started + self.settings.duration_s,
+                                 lambda: (self.webhook_body(job, request), job.id))
         if self.state.answer_lost(job.key, job.prompt):
             raise APIError(502, "upstream connect error or disconnect/reset before headers")
         base = f"{str(request.base_url).rstrip('/')}/{job.app}/requests/{job.id}"
@@ -172,6 +183,24 @@ class FalAPI:
         return json_response({"video": {"url": url, "content_type": "video/mp4", "file_name": "output.mp4",
                                         "file_size": len(self.assets.video.data)}},
                              headers={"x-fal-request-id": job.id})
+
+    def webhook_body(self, job: FalJob, request: Request) -> dict[str, Any]:
+        """What fal POSTs to `fal_webhook`: the result as `payload` (`status: "OK"`), or the error (`"ERROR"`)."""
+        body: dict[str, Any] = {"request_id": job.id, "gateway_request_id": job.id}
+        if job.outcome == "refuse":
+            return {**body, "status": "ERROR", "error": "Invalid status code: 422",
+                    "payload": {"detail": [{"loc": ["body", "prompt"], "msg": CONTENT_POLICY,
+                                            "type": "content_policy_violation"}]}}
+        if job.outcome == "fail" or job.cancelled:
+            return {**body, "status": "ERROR", "error": "Invalid status code: 500",
+                    "payload": {"detail": "Internal server error"}}
+        cdn = self.settings.public_url or str(request.base_url).rstrip("/")
+        return {**body, "status": "OK", "payload": {"video": {
+            "url": f"{cdn}/files/fal/{job.id}/output.mp4", "content_type": "video/mp4", "file_name": "output.mp4",
+            "file_size": len(self.assets.video.data)}}}
+
+    async def jwks(self, request: Request) -> Response:
+        return json_response(self.callbacks.jwks())
 
     async def cancel(self, request: Request) -> Response:
         job = self.job(request)

@@ -11,6 +11,10 @@
 - Errors in Google's envelope: an invalid key is a 400 with reason API_KEY_INVALID, a 429 is RESOURCE_EXHAUSTED
   with a RetryInfo `retryDelay` and no Retry-After header.
 
+- `webhookConfig: {"uris": [...], "user_metadata": {...}}` on create: a thin `video.generated` event (the file's
+  uri and the metadata, not the operation) is POSTed to each uri when the video is made, signed the Standard
+  Webhooks way with the simulator's `webhook_secret` (see `callbacks`).
+
 Prompts: `[refuse]` (RAI filtered), `[fail]` (an `error` operation), `[nosamples]` (done, nothing in it) and
 `[inline]` (the video as `encodedVideo` instead of a uri).
 """
@@ -31,6 +35,7 @@ from starlette.types import Scope
 
 from .assets import Assets
 from .behaviour import outcome_for
+from .callbacks import CallbackSender
 from .errors import APIError, json_response
 from .media import held
 from .middleware import Wire
@@ -127,6 +132,7 @@ class GeminiAPI:
         self.settings = settings
         self.assets = assets
         self.wire = GeminiWire()
+        self.callbacks = CallbackSender("gemini", settings, state.deliveries)
 
     def routes(self) -> list[Route]:
         return [
@@ -152,9 +158,34 @@ class GeminiAPI:
                      outcome=veo_outcome(prompt), started=time.monotonic(), instance=instance,
                      parameters=parameters, reference=image_reference(instance))
         self.state.provider_jobs[job.id] = job
+        if "webhookConfig" in body:
+            self.call_back(job, body["webhookConfig"], request)
         if self.state.answer_lost(job.key, job.prompt):
             raise APIError(502, "upstream connect error or disconnect/reset before headers")
         return json_response({"name": job.name})
+
+    def call_back(self, job: VeoJob, config: Any, request: Request) -> None:
+        """`webhookConfig.uris`: a thin `video.generated` event for a video made, echoing the user metadata."""
+        uris = config.get("uris") if isinstance(config, dict) else None
+        if not isinstance(uris, list) or not uris or not all(isinstance(u, str) and u.startswith(
+                ("http://", "https://")) for u in uris):
+            raise bad_request("* GenerateVideoRequest.webhook_config.uris: must be a non-empty list of URLs")
+        metadata = config.get("user_metadata", config.get("userMetadata"))
+        if metadata is not None and not isinstance(metadata, dict):
+            raise bad_request("* GenerateVideoRequest.webhook_config.user_metadata: must be an object")
+
+        def event() -> tuple[dict[str, Any], str] | None:
+            if job.outcome not in ("complete", "inline"):
+                return None  # [U] whether a failed operation is announced at all; this fake does not
+            uri = f"{str(request.base_url).rstrip('/')}/v1beta/files/{job.id}:download?alt=media"
+            data: dict[str, Any] = {"output_file_uri": uri}
+            if metadata is not None:
+                data["user_metadata"] = metadata
+            return {"id": "evt_" + secrets.token_hex(8), "type": "video.generated",
+                    "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "data": data}, job.id
+
+        for uri in uris:
+            self.callbacks.after(uri, job.started + self.settings.duration_s, event)
 
     async def operation(self, request: Request) -> Response:
         job = self.job(request, request.path_params["operation"])

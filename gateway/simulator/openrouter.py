@@ -8,6 +8,8 @@
 - `GET /api/v1/videos/{id}/content?index=0`: the MP4, and without the key the 401 OpenRouter gives.
 - `GET /api/v1/videos/models`: what each model takes (`supported_durations`, `_resolutions`, `_aspect_ratios`).
 - Errors: `{"error": {"code": <int>, "message"}}`; a 429 carries Retry-After.
+- `callback_url`: the `video.generation.completed|failed` envelope is POSTed there at the end, with
+  `X-OpenRouter-Idempotency-Key` and, when `webhook_secret` is set, `X-OpenRouter-Signature` (see `callbacks`).
 
 Prompts: `[refuse]` fails with "Content policy violation", `[fail]` with "Provider returned error", and
 `[moderate]` is refused at once with a 403, as OpenRouter's moderation does.
@@ -25,6 +27,7 @@ from starlette.routing import Route
 
 from .assets import Assets
 from .behaviour import outcome_for
+from .callbacks import CallbackSender
 from .errors import APIError, json_response
 from .media import data_url_image, held
 from .middleware import Wire, bearer_token
@@ -81,6 +84,7 @@ class OpenRouterAPI:
         self.settings = settings
         self.assets = assets
         self.wire = OpenRouterWire()
+        self.callbacks = CallbackSender("openrouter", settings, state.deliveries)
 
     def routes(self) -> list[Route]:
         return [
@@ -112,6 +116,12 @@ class OpenRouterAPI:
                         prompt=prompt, outcome="complete" if outcome == "error" else outcome,
                         started=time.monotonic(), body=body, reference=frame_reference(body.get("frame_images")))
         self.state.provider_jobs[job.id] = job
+        callback = body.get("callback_url")
+        if callback is not None:
+            if not isinstance(callback, str) or not callback.startswith(("http://", "https://")):
+                raise APIError(400, "Invalid url at \"callback_url\"")
+            self.callbacks.after(callback, job.started + self.settings.duration_s,
+                                 lambda: self.webhook_body(job, request))
         if self.state.answer_lost(job.key, job.prompt):
             raise APIError(502, "upstream connect error or disconnect/reset before headers")
         return json_response({"id": job.id, "polling_url": f"/api/v1/videos/{job.id}", "status": "pending",
@@ -132,6 +142,17 @@ class OpenRouterAPI:
         elif status == "failed":
             out["error"] = FAILURES[job.outcome]
         return out
+
+    def webhook_body(self, job: RouterJob, request: Request) -> tuple[dict[str, Any], str] | None:
+        """The `video.generation.<status>` envelope, and its idempotency key `<job id>-<status>`."""
+        data = self.describe(job, request)
+        if data["status"] not in ("completed", "failed"):
+            return None
+        data.pop("polling_url")
+        data["model"] = job.model
+        envelope = {"type": f"video.generation.{data['status']}",
+                    "created_at": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()), "data": data}
+        return envelope, f"{job.id}-{data['status']}"
 
     async def content(self, request: Request) -> Response:
         job = self.job(request)

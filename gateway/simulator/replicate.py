@@ -8,6 +8,8 @@
   `POST /v1/predictions/{id}/cancel` cancels.
 - Outputs are deleted an hour after the prediction ends (`data_removed: true`, `output: null`, the file 404).
 - Errors: `{"title", "detail", "status"}`; a 429 says when the limit resets and carries Retry-After.
+- `webhook` (+ `webhook_events_filter`): the prediction object is POSTed there when it ends, signed the Standard
+  Webhooks way with the simulator's `webhook_secret` (see `callbacks`).
 
 Prompts: `[refuse]` fails with Replicate's NSFW error, `[fail]` with a plain one, and `[lost]` creates the
 prediction but answers its key's first such create with a 502, as a proxy that lost the answer would, and
@@ -27,6 +29,7 @@ from starlette.routing import Route
 
 from .assets import Assets
 from .behaviour import outcome_for
+from .callbacks import CallbackSender
 from .errors import APIError, json_response
 from .media import data_url_image, held
 from .middleware import Wire, bearer_token
@@ -98,6 +101,7 @@ class ReplicateAPI:
         self.settings = settings
         self.assets = assets
         self.wire = ReplicateWire()
+        self.callbacks = CallbackSender("replicate", settings, state.deliveries)
 
     def routes(self) -> list[Route]:
         return [
@@ -138,9 +142,24 @@ class ReplicateAPI:
                          prompt=values["prompt"], outcome="complete" if outcome == "error" else outcome,
                          started=time.monotonic(), created_at=time.time(), input=values, reference=reference)
         self.state.provider_jobs[job.id] = job
+        self.call_back(job, body, request)
         if self.state.answer_lost(job.key, job.prompt):
             raise APIError(502, "upstream connect error or disconnect/reset before headers")
         return json_response(self.describe(job, request), 201)
+
+    def call_back(self, job: Prediction, body: dict[str, Any], request: Request) -> None:
+        """`webhook` with the `completed` event (the default filter has it): the prediction object at its end."""
+        url, events = body.get("webhook"), body.get("webhook_events_filter", ["output", "completed"])
+        if url is None:
+            return
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise InvalidInput("webhook", "format", "Does not match format 'uri'")
+        if not isinstance(events, list) or not set(events) <= {"start", "output", "logs", "completed"}:
+            raise InvalidInput("webhook_events_filter", "enum",
+                               "webhook_events_filter must be a list of: start, output, logs, completed")
+        if "completed" in events:
+            self.callbacks.after(url, job.started + self.settings.duration_s,
+                                 lambda: (self.describe(job, request), job.id))
 
     async def list_predictions(self, request: Request) -> Response:
         key = bearer_token(request.scope)

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 KINDS = ("videos", "chat", "gemini", "openrouter", "fal", "replicate", "runway")
 FAMILIES = ("a", "b", "c")
@@ -19,6 +19,9 @@ class SimulatorSettings:
     retry_after_s: float = 2.0  # retry-after of injected 429s
     slow_s: float = 2.0  # extra delay of the "slow" fault (every call) and "slowcreate" (creates only)
     quote_key: bool = False  # every error message and failed job quotes the key it was sent, as careless relays do
+    # what provider fakes sign their webhooks with: whsec_… (replicate, gemini) or an HMAC secret (openrouter);
+    # fal signs with a key of its own, published at /.well-known/jwks.json
+    webhook_secret: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
         _check_choice("kind", self.kind, KINDS)

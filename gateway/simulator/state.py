@@ -81,6 +81,7 @@ class SimulatorState:
         self.characters: dict[str, Character] = {}
         self.chats: dict[str, ChatJob] = {}
         self.provider_jobs: dict[str, Any] = {}  # the provider fakes' jobs (gemini, fal, …), by id
+        self.deliveries: list[Any] = []  # the provider fakes' webhook deliveries (callbacks.Delivery), in order
         self._calls_per_key: Counter[str] = Counter()
         self._lost: set[str] = set()  # keys whose "[lost]" create already lost its answer once
         # Tests hold content downloads here: while the gate is closed, a download waits (and is counted) until
@@ -119,5 +120,6 @@ class SimulatorState:
         self.characters.clear()
         self.chats.clear()
         self.provider_jobs.clear()
+        self.deliveries.clear()
         self._calls_per_key.clear()
         self._lost.clear()

@@ -12,7 +12,8 @@ from __future__ import annotations
 import base64
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import orjson
 
@@ -21,6 +22,9 @@ from gateway.observability.metrics import NULL_METRICS, MetricsSink
 from gateway.redaction import NO_SECRETS, Redactor
 from gateway.upstreams.http import clean_status, error_from_status, json_document
 from gateway.upstreams.provider_http import ProviderHTTP, follow_job
+
+if TYPE_CHECKING:
+    from gateway.upstreams.callbacks import Callbacks
 from gateway.upstreams.shapes import aspect_and_resolution, cannot
 
 STATES = {"IN_QUEUE": "queued", "IN_PROGRESS": "in_progress", "COMPLETED": "completed"}
@@ -71,10 +75,11 @@ class FalUpstream:
 
     def __init__(self, name: str, base_url: str, *, timeout_s: float, poll_interval_s: float,
                  metrics: MetricsSink = NULL_METRICS, redact: Redactor = NO_SECRETS,
-                 max_media_bytes: int = 1024 ** 3) -> None:
+                 max_media_bytes: int = 1024 ** 3, callbacks: Callbacks | None = None) -> None:
         self.name = name
         self.poll_interval_s = poll_interval_s
         self.redact = redact
+        self.callbacks = callbacks  # the provider is asked to call back when a job ends; None: polling only
         self.http = ProviderHTTP(name, base_url, timeout_s=timeout_s, metrics=metrics, redact=redact,
                                  max_media_bytes=max_media_bytes, error_for=self._error)
         self._status_urls: dict[str, str] = {}
@@ -86,7 +91,10 @@ class FalUpstream:
         model = spec.upstream_model
         if spec.image is not None:
             model = spec.image_model or _to_image_to_video(spec.upstream_model)
-        answer = await self.http.call("POST", self.http.url(model), key, _auth(key), json=self.input(spec, model),
+        url = self.http.url(model)
+        if self.callbacks is not None:
+            url += "?fal_webhook=" + quote(self.callbacks.url, safe="")
+        answer = await self.http.call("POST", url, key, _auth(key), json=self.input(spec, model),
                                       operation="submit")
         response_url, status_url = answer.body.get("response_url"), answer.body.get("status_url")
         if not isinstance(response_url, str) or not self.http.on_own_origin(response_url):
@@ -156,7 +164,13 @@ class FalUpstream:
         return UpstreamStatus("completed", 100.0, video_url=url)
 
     def track(self, upstream_id: str, key: UpstreamKey) -> AsyncIterator[UpstreamStatus]:
-        return follow_job(lambda: self.status(upstream_id, key), self.poll_interval_s, self.faults)
+        return follow_job(lambda: self.status(upstream_id, key), self.poll_interval_s, self.faults,
+                          self.callbacks.wakeups if self.callbacks else None, _request_id(upstream_id))
+
+    def callback_job(self, document: dict[str, Any]) -> str | None:
+        """The request a callback is about (`request_id`; its followers wait on that last part of our id)."""
+        request_id = document.get("request_id")
+        return request_id if isinstance(request_id, str) and request_id else None
 
     async def download(self, upstream_id: str, key: UpstreamKey, final: UpstreamStatus,
                        variant: str) -> AsyncIterator[bytes] | None:
@@ -201,6 +215,11 @@ def _failure(job: dict[str, Any]) -> UpstreamStatus:
     refused = kind == "content_policy_violation"
     return UpstreamStatus("failed", error_code=kind or "upstream_error", refused=refused,
                           error_message=text or f"the provider reported the request {job.get('status')}")
+
+
+def _request_id(upstream_id: str) -> str:
+    """`{owner}/{app}/requests/{request_id}` → the request id fal's callbacks name."""
+    return upstream_id.rsplit("/", 1)[-1]
 
 
 def _sizes(family: Family) -> str:

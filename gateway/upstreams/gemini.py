@@ -10,8 +10,9 @@ import base64
 import binascii
 import math
 import re
+import secrets
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -21,6 +22,9 @@ from gateway.observability.metrics import NULL_METRICS, MetricsSink
 from gateway.redaction import NO_SECRETS, Redactor
 from gateway.upstreams.http import clean_status, error_from_status, json_document
 from gateway.upstreams.provider_http import ProviderHTTP, follow_job
+
+if TYPE_CHECKING:
+    from gateway.upstreams.callbacks import Callbacks
 
 # size → (aspectRatio, resolution); Veo makes 16:9 and 9:16 only.
 SIZES = {
@@ -35,6 +39,8 @@ MODELS: tuple[tuple[str, tuple[str, ...], tuple[int, ...]], ...] = (
     ("veo-2", ("720p",), (5, 6, 7, 8)),
     ("", ("720p", "1080p", "4k"), (4, 6, 8)),  # a model this table does not know yet: the newest family's range
 )
+CORRELATION = "sora_gateway_job"  # the key of our token in webhookConfig.user_metadata
+_TOKENS = 10_000
 _OPERATION = re.compile(r"[A-Za-z0-9_.\-]+(?:/[A-Za-z0-9_.\-]+)*")
 _GRPC = {1: "cancelled", 2: "unknown", 3: "invalid_argument", 4: "deadline_exceeded", 5: "not_found",
          7: "permission_denied", 8: "resource_exhausted", 9: "failed_precondition", 13: "internal",
@@ -50,10 +56,12 @@ class GeminiUpstream:
 
     def __init__(self, name: str, base_url: str, *, timeout_s: float, poll_interval_s: float,
                  metrics: MetricsSink = NULL_METRICS, redact: Redactor = NO_SECRETS,
-                 max_media_bytes: int = 1024 ** 3) -> None:
+                 max_media_bytes: int = 1024 ** 3, callbacks: Callbacks | None = None) -> None:
         self.name = name
         self.poll_interval_s = poll_interval_s
         self.redact = redact
+        self.callbacks = callbacks  # the provider is asked to call back when a job ends; None: polling only
+        self._tokens: dict[str, str] = {}  # the token a create's webhookConfig carries → its operation name
         self.http = ProviderHTTP(name, base_url, timeout_s=timeout_s, metrics=metrics, redact=redact,
                                  max_media_bytes=max_media_bytes, error_for=self._error)
 
@@ -62,11 +70,20 @@ class GeminiUpstream:
             raise UpstreamError(f"upstream {self.name} (Gemini API) cannot remix a video", status=400)
         model = (spec.image_model or spec.upstream_model) if spec.image else spec.upstream_model
         url = self.http.url(f"models/{model}:predictLongRunning")
-        answer = await self.http.call("POST", url, key, _auth(key), json=self.body(spec, model),
-                                      operation="submit")
+        body = self.body(spec, model)
+        token = ""
+        if self.callbacks is not None:
+            # Google's thin event is not known to name the operation: a token of ours in user_metadata does
+            token = secrets.token_urlsafe(16)
+            body["webhookConfig"] = {"uris": [self.callbacks.url], "user_metadata": {CORRELATION: token}}
+        answer = await self.http.call("POST", url, key, _auth(key), json=body, operation="submit")
         name = answer.body.get("name")
         if not isinstance(name, str) or not _OPERATION.fullmatch(name) or ".." in name:
             raise UpstreamError(f"upstream {self.name} answered a create without an operation name", status=502)
+        if token:
+            self._tokens[token] = name
+            while len(self._tokens) > _TOKENS:
+                self._tokens.pop(next(iter(self._tokens)))
         return name
 
     def check(self, spec: GenerationSpec) -> None:
@@ -101,7 +118,25 @@ class GeminiUpstream:
         return clean_status(to_status(answer.body), self.redact, (key.secret,))
 
     def track(self, upstream_id: str, key: UpstreamKey) -> AsyncIterator[UpstreamStatus]:
-        return follow_job(lambda: self.status(upstream_id, key), self.poll_interval_s, self.faults)
+        return follow_job(lambda: self.status(upstream_id, key), self.poll_interval_s, self.faults,
+                          self.callbacks.wakeups if self.callbacks else None, upstream_id)
+
+    def callback_job(self, document: dict[str, Any]) -> str | None:
+        """The operation a `video.generated` event is about: its name when the event carries one, else the one
+        our token in its user metadata (either casing, at the top or under `data`) was sent with."""
+        data = document.get("data") if isinstance(document.get("data"), dict) else {}
+        for where in (data, document):
+            for field in ("operation", "operation_name", "operationName", "name"):
+                name = where.get(field)
+                if isinstance(name, str) and "/operations/" in name and _OPERATION.fullmatch(name) \
+                        and ".." not in name:
+                    return name
+            for field in ("user_metadata", "userMetadata"):
+                metadata = where.get(field)
+                token = metadata.get(CORRELATION) if isinstance(metadata, dict) else None
+                if isinstance(token, str) and token in self._tokens:
+                    return self._tokens[token]
+        return None
 
     async def download(self, upstream_id: str, key: UpstreamKey, final: UpstreamStatus,
                        variant: str) -> AsyncIterator[bytes] | None:

@@ -11,7 +11,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -22,6 +22,9 @@ from gateway.redaction import NO_SECRETS, Redactor
 from gateway.upstreams.http import clean_status, error_from_status, json_document
 from gateway.upstreams.provider_http import ProviderHTTP, follow_job
 from gateway.upstreams.shapes import aspect_and_resolution, cannot
+
+if TYPE_CHECKING:
+    from gateway.upstreams.callbacks import Callbacks
 
 log = logging.getLogger("gateway.upstreams")
 CATALOG_TTL_S = 3600.0
@@ -39,10 +42,11 @@ class OpenRouterUpstream:
 
     def __init__(self, name: str, base_url: str, *, timeout_s: float, poll_interval_s: float,
                  metrics: MetricsSink = NULL_METRICS, redact: Redactor = NO_SECRETS,
-                 max_media_bytes: int = 1024 ** 3) -> None:
+                 max_media_bytes: int = 1024 ** 3, callbacks: Callbacks | None = None) -> None:
         self.name = name
         self.poll_interval_s = poll_interval_s
         self.redact = redact
+        self.callbacks = callbacks  # the provider is asked to call back when a job ends; None: polling only
         self.http = ProviderHTTP(name, base_url, timeout_s=timeout_s, metrics=metrics, redact=redact,
                                  max_media_bytes=max_media_bytes, error_for=self._error)
         self._polling: dict[str, str] = {}  # job id → the polling_url it came with
@@ -80,6 +84,8 @@ class OpenRouterUpstream:
             raise cannot(self.name, model, f"{spec.seconds}-second videos", "seconds", f"{durations} seconds")
         body: dict[str, Any] = {**spec.params, "model": model, "prompt": spec.prompt, "duration": spec.seconds,
                                 "aspect_ratio": shape[0], "resolution": shape[1]}
+        if self.callbacks is not None:
+            body["callback_url"] = self.callbacks.url
         if spec.image is not None:
             data = base64.b64encode(spec.image.data).decode("ascii")
             body["frame_images"] = [{"type": "image_url", "frame_type": "first_frame",
@@ -111,7 +117,14 @@ class OpenRouterUpstream:
         return clean_status(status, self.redact, (key.secret,))
 
     def track(self, upstream_id: str, key: UpstreamKey) -> AsyncIterator[UpstreamStatus]:
-        return follow_job(lambda: self.status(upstream_id, key), self.poll_interval_s, self.faults)
+        return follow_job(lambda: self.status(upstream_id, key), self.poll_interval_s, self.faults,
+                          self.callbacks.wakeups if self.callbacks else None, upstream_id)
+
+    def callback_job(self, document: dict[str, Any]) -> str | None:
+        """The job a callback is about: `data.id` of its `video.generation.*` envelope."""
+        data = document.get("data")
+        job_id = data.get("id") if isinstance(data, dict) else None
+        return job_id if isinstance(job_id, str) and _ID.fullmatch(job_id) else None
 
     async def download(self, upstream_id: str, key: UpstreamKey, final: UpstreamStatus,
                        variant: str) -> AsyncIterator[bytes] | None:

@@ -4,7 +4,9 @@ origin."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin
@@ -165,25 +167,89 @@ class ProviderHTTP:
             await self._session.close()
 
 
-async def follow_job(read: Callable[[], Awaitable[UpstreamStatus]], interval_s: float,
-                     faults: FaultRows | None = None) -> AsyncIterator[UpstreamStatus]:
-    """Poll one job until a terminal status. A failed read is retried after a backoff when the fault table says
-    so (5xx, 429, timeouts); one that says the job is gone is raised for the follower to count."""
-    failures = 0
-    while True:
-        await asyncio.sleep(min(interval_s * (2 ** min(failures, 5)), 60.0) if failures else interval_s)
+class Wakeups:
+    """Upstream job id → the events its followers wait on between polls, so a provider's callback (a hint that
+    the job moved) makes them poll at once instead of at the next interval.
+
+    A hint that comes before anyone waits on the id (the provider can be faster than the gateway writing down
+    its job) is kept for a while, so the follower that starts then polls at once too. Both are bounded: a hint
+    costs one poll, with the job's own key, and the answer of that poll is what counts."""
+
+    def __init__(self, early_s: float = 60.0, early_max: int = 4096) -> None:
+        self._waiting: dict[str, set[asyncio.Event]] = {}
+        self._early: dict[str, float] = {}  # id → when its hint came, oldest first
+        self._early_s = early_s
+        self._early_max = early_max
+
+    @contextlib.contextmanager
+    def watching(self, upstream_id: str) -> Iterator[asyncio.Event]:
+        event = asyncio.Event()
+        came = self._early.pop(upstream_id, None)
+        if came is not None and time.monotonic() - came <= self._early_s:
+            event.set()
+        self._waiting.setdefault(upstream_id, set()).add(event)
         try:
-            status = await read()
-        except UpstreamError as exc:
-            if decide(Operation.POLL, exc.status, faults).action is Action.GONE:
-                raise
-            failures += 1
-            await asyncio.sleep(backoff_s(failures, base=interval_s))
-            continue
-        failures = 0
-        yield status
-        if status.done:
-            return
+            yield event
+        finally:
+            events = self._waiting.get(upstream_id)
+            if events is not None:
+                events.discard(event)
+                if not events:
+                    del self._waiting[upstream_id]
+
+    def wake(self, upstream_id: str) -> bool:
+        """Wake the followers of `upstream_id`; False when this process has none (the hint is kept a while)."""
+        events = self._waiting.get(upstream_id)
+        if events:
+            for event in events:
+                event.set()
+            return True
+        now = time.monotonic()
+        self._early.pop(upstream_id, None)
+        self._early[upstream_id] = now
+        while self._early and (len(self._early) > self._early_max
+                               or now - next(iter(self._early.values())) > self._early_s):
+            self._early.pop(next(iter(self._early)))
+        return False
+
+
+async def _pause(seconds: float, wake: asyncio.Event | None) -> None:
+    if wake is None:
+        await asyncio.sleep(seconds)
+        return
+    try:
+        async with asyncio.timeout(seconds):
+            await wake.wait()
+    except TimeoutError:
+        pass
+    wake.clear()
+
+
+async def follow_job(read: Callable[[], Awaitable[UpstreamStatus]], interval_s: float,
+                     faults: FaultRows | None = None, wakeups: Wakeups | None = None,
+                     wake_id: str = "") -> AsyncIterator[UpstreamStatus]:
+    """Poll one job until a terminal status. A failed read is retried after a backoff when the fault table says
+    so (5xx, 429, timeouts); one that says the job is gone is raised for the follower to count.
+
+    With `wakeups`, a callback about `wake_id` ends the wait before the next read early: the status still comes
+    from the read, so a callback can make a job's end known sooner but never decides it."""
+    failures = 0
+    with wakeups.watching(wake_id) if wakeups is not None else contextlib.nullcontext() as wake:
+        while True:
+            await _pause(min(interval_s * (2 ** min(failures, 5)), 60.0) if failures else interval_s, wake)
+            try:
+                status = await read()
+            except UpstreamError as exc:
+                if decide(Operation.POLL, exc.status, faults).action is Action.GONE:
+                    raise
+                failures += 1
+                await _pause(backoff_s(failures, base=interval_s), wake)
+                continue
+            failures = 0
+            if status.done:
+                break
+            yield status
+    yield status  # the last one after the watch ended: a follower that stops here leaves nothing behind
 
 
 async def _guarded_chunks(fetched: Fetched, upstream: str) -> AsyncIterator[bytes]:

@@ -12,7 +12,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -23,6 +23,9 @@ from gateway.upstreams.http import clean_status, error_from_status, json_documen
 from gateway.upstreams.provider_http import ProviderHTTP, follow_job
 from gateway.upstreams.reconcile import Claims, created_near
 from gateway.upstreams.shapes import aspect_and_resolution, cannot
+
+if TYPE_CHECKING:
+    from gateway.upstreams.callbacks import Callbacks
 
 log = logging.getLogger("gateway.upstreams")
 STATES = {"starting": "queued", "processing": "in_progress", "succeeded": "completed", "failed": "failed",
@@ -69,10 +72,11 @@ class ReplicateUpstream:
 
     def __init__(self, name: str, base_url: str, *, timeout_s: float, poll_interval_s: float,
                  metrics: MetricsSink = NULL_METRICS, redact: Redactor = NO_SECRETS,
-                 max_media_bytes: int = 1024 ** 3) -> None:
+                 max_media_bytes: int = 1024 ** 3, callbacks: Callbacks | None = None) -> None:
         self.name = name
         self.poll_interval_s = poll_interval_s
         self.redact = redact
+        self.callbacks = callbacks  # the provider is asked to call back when a job ends; None: polling only
         self.http = ProviderHTTP(name, base_url, timeout_s=timeout_s, metrics=metrics, redact=redact,
                                  max_media_bytes=max_media_bytes, error_for=self._error)
         self._claimed = Claims()  # predictions this process follows
@@ -83,6 +87,8 @@ class ReplicateUpstream:
         model = (spec.image_model or spec.upstream_model) if spec.image else spec.upstream_model
         name, _, version = model.partition(":")
         body: dict[str, Any] = {"input": self.input(spec, name)}
+        if self.callbacks is not None:  # the end only: the poll it prompts reads everything else
+            body["webhook"], body["webhook_events_filter"] = self.callbacks.url, ["completed"]
         if version:  # a community model is run by version id
             url, body["version"] = self.http.url("predictions"), version
         else:
@@ -149,7 +155,13 @@ class ReplicateUpstream:
         return clean_status(to_status(answer.body), self.redact, (key.secret,))
 
     def track(self, upstream_id: str, key: UpstreamKey) -> AsyncIterator[UpstreamStatus]:
-        return follow_job(lambda: self.status(upstream_id, key), self.poll_interval_s, self.faults)
+        return follow_job(lambda: self.status(upstream_id, key), self.poll_interval_s, self.faults,
+                          self.callbacks.wakeups if self.callbacks else None, upstream_id)
+
+    def callback_job(self, document: dict[str, Any]) -> str | None:
+        """The prediction a callback is about: its body is the prediction object."""
+        prediction_id = document.get("id")
+        return prediction_id if isinstance(prediction_id, str) and _ID.fullmatch(prediction_id) else None
 
     async def download(self, upstream_id: str, key: UpstreamKey, final: UpstreamStatus,
                        variant: str) -> AsyncIterator[bytes] | None:
