@@ -36,7 +36,7 @@ def test_a_repeated_request_is_a_hit_with_one_upstream_submission(gateway, simul
     assert httpx.get(second.model_extra["video"]["url"]).status_code == 200
     assert submissions(simulator) == 1
     usage = sdk(gateway).get("/usage", cast_to=httpx.Response).json()
-    assert usage["total"] == {"requests": 2, "videos": 1, "video_seconds": 4, "cost_usd": 0.4}
+    assert usage["total"] == {"requests": 2, "videos": 1, "video_seconds": 4, "cost_usd": 0.4, "resubmitted": 0}
 
 
 def test_a_hit_streams_the_final_status_at_once(gateway, simulator):

@@ -57,7 +57,7 @@ def test_sigkill_mid_job_then_restart_finishes_without_a_second_submission(tmp_p
         assert video.status == "completed", video
         assert_playable_mp4(sdk.videos.download_content(video_id).read())
         usage = sdk.get("/usage", cast_to=httpx.Response).json()
-        assert usage["total"] == {"requests": 1, "videos": 1, "video_seconds": 4, "cost_usd": 0.4}
+        assert usage["total"] == {"requests": 1, "videos": 1, "video_seconds": 4, "cost_usd": 0.4, "resubmitted": 0}
     finally:
         second.send_signal(signal.SIGTERM)
         second.wait(15)
@@ -96,7 +96,7 @@ def test_an_extension_killed_mid_job_resumes_and_is_charged_once_for_its_own_sec
         assert video.status == "completed" and video.seconds == "12", video
         assert_playable_mp4(sdk.videos.download_content(video_id).read())
         usage = sdk.get("/usage", cast_to=httpx.Response).json()
-        assert usage["total"] == {"requests": 2, "videos": 2, "video_seconds": 12, "cost_usd": 1.2}
+        assert usage["total"] == {"requests": 2, "videos": 2, "video_seconds": 12, "cost_usd": 1.2, "resubmitted": 0}
     finally:
         second.send_signal(signal.SIGTERM)
         second.wait(15)

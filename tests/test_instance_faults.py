@@ -42,7 +42,7 @@ def test_a_slow_create_is_not_taken_over_and_is_charged_once(start_simulator, cl
     video = sdk(a).videos.create(model="sora-2", prompt="a create slower than a lease")
     done = finished_video(sdk(b), video.id, timeout=60)
     assert done.status == "completed", done.error
-    assert usage_total(a) == {"requests": 1, "videos": 1, "video_seconds": 4, "cost_usd": 0.4}
+    assert usage_total(a) == {"requests": 1, "videos": 1, "video_seconds": 4, "cost_usd": 0.4, "resubmitted": 0}
     assert creates(simulator) == 1
 
 

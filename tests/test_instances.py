@@ -202,7 +202,7 @@ def test_an_instance_killed_mid_job_has_its_job_finished_by_the_other_with_one_c
     assert_playable_mp4(sdk(b).videos.download_content(video_id).read())
     assert simulator.app.state.sim.count(method="POST", path_prefix="/v1/videos") == 1
     usage = sdk(b).get("/usage", cast_to=httpx.Response).json()
-    assert usage["total"] == {"requests": 1, "videos": 1, "video_seconds": 4, "cost_usd": 0.4}
+    assert usage["total"] == {"requests": 1, "videos": 1, "video_seconds": 4, "cost_usd": 0.4, "resubmitted": 0}
 
 
 def test_readyz_reports_each_backend(start_simulator, cluster):

@@ -99,7 +99,7 @@ def test_failed_and_refused_jobs_are_refunded(simulator, start_gateway):
     with pytest.raises(openai.RateLimitError):
         client.chat.completions.create(model="sora-2", messages=[{"role": "user", "content": "four"}])
     usage = client.get("/usage", cast_to=httpx.Response).json()
-    assert usage["total"] == {"requests": 4, "videos": 1, "video_seconds": 4, "cost_usd": 0.4}
+    assert usage["total"] == {"requests": 4, "videos": 1, "video_seconds": 4, "cost_usd": 0.4, "resubmitted": 0}
 
 
 def test_rate_limit_headers_and_requests_per_minute(simulator, start_gateway):
@@ -181,8 +181,8 @@ def test_usage_endpoint_csv_and_cli_agree_with_the_requests_made(simulator, star
                                                    messages=[{"role": "user", "content": "beta"}])
     usage = client.get("/usage?group_by=model", cast_to=httpx.Response).json()
     assert usage["team"] == "alpha"
-    assert usage["total"] == {"requests": 4, "videos": 2, "video_seconds": 12, "cost_usd": 1.2}
-    assert usage["data"] == [{"model": "sora-2", "requests": 4, "videos": 2, "video_seconds": 12, "cost_usd": 1.2}]
+    assert usage["total"] == {"requests": 4, "videos": 2, "video_seconds": 12, "cost_usd": 1.2, "resubmitted": 0}
+    assert usage["data"] == [{"model": "sora-2", "requests": 4, "videos": 2, "video_seconds": 12, "cost_usd": 1.2, "resubmitted": 0}]
     by_team = httpx.get(gateway.url + "/admin/usage?group_by=team&format=csv", headers=ADMIN)
     rows = list(csv.DictReader(io.StringIO(by_team.text)))
     assert [(r["team"], r["requests"], r["videos"], r["cost_usd"]) for r in rows] == [
