@@ -38,6 +38,7 @@ class JobDurations:
         return rate * max(seconds, 1)
 
     def estimate(self, upstream: str, model: str, seconds: int, elapsed_s: float) -> float:
-        """Percent done by the clock, capped below 100."""
+        """Percent done by the clock, capped below 100, in whole points: clients see whole points anyway, and a
+        job's state is published only when it changes."""
         expected = self.expected_s(upstream, model, seconds)
-        return min(ESTIMATE_CAP, max(0.0, 100.0 * elapsed_s / expected))
+        return float(int(min(ESTIMATE_CAP, max(0.0, 100.0 * elapsed_s / expected))))

@@ -309,16 +309,16 @@ class Lifecycle:
 
     def _reading(self, record: JobRecord, status: UpstreamStatus) -> tuple[float, bool]:
         """The job's progress after this report, and whether it is an estimate. It never goes down: a report
-        below what the job shows already leaves it (and its mark) as it is; the upstream's own figure wins a tie."""
+        below what the job shows already leaves it (and its mark) as it is. A tie goes to the upstream's own
+        figure, and to the report of a new state (a job that starts running at an estimated 0% shows that)."""
         reported = status.progress
         if status.progress_estimated:
             reported = self.durations.estimate(record.upstream, record.upstream_model, record.seconds,
                                                time.time() - record.created_at)
         reported = min(reported, 99.0)
-        if reported > record.progress:
+        tie = reported == record.progress and (status.status != record.status or not status.progress_estimated)
+        if reported > record.progress or tie:
             return reported, status.progress_estimated
-        if reported == record.progress and not status.progress_estimated:
-            return reported, False
         return record.progress, record.progress_estimated
 
     async def _store(self, job: FollowedJob, final: UpstreamStatus) -> None:
