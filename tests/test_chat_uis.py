@@ -240,7 +240,10 @@ def test_a_message_of_only_the_gateways_own_text_is_refused(gateway, simulator):
 @pytest.mark.parametrize("fmt", sorted(FORMATS))
 def test_everything_the_formats_write_is_stripped_from_prompts(fmt):
     f = FORMATS[fmt]
-    written = [f.queued, f.progress(42.5), f.ready(LINK), f.refused("moderation_blocked: not allowed")]
+    written = [f.queued, f.progress(42.5), f.estimate(42.5), f.ready(LINK),
+               f.refused("moderation_blocked: not allowed")]
+    if f.queued_at is not None:
+        written.append(f.queued_at(3))
     assert person_prompt([], "".join(written) + "\n\na fox at night") == "a fox at night"
 
 

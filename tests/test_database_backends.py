@@ -94,7 +94,8 @@ FULL = JobRecord(
     error_message="refused: unsafe", refused=True, completed_at=1_700_000_456.125, cache_key="ck_1",
     remixed_from="video_source", request_id="req_1", user="user-42", price=1.2,
     has_thumbnail=True, deleted=True, reservation_id="res_1", edited_from="video_e", extended_from="video_x",
-    base_seconds=8, webhook_url="https://hooks.example/v", resubmitted=True,
+    base_seconds=8, webhook_url="https://hooks.example/v", resubmitted=True, progress_estimated=True,
+    queue_position=3,
 )
 
 
@@ -461,7 +462,8 @@ async def test_a_sqlite_file_from_before_edits_gains_their_columns(tmp_path: Pat
     old.close()
     db = SQLiteDatabase(str(path))
     try:
-        assert (await db.get_job("video_old")).base_seconds == 0
+        old_job = await db.get_job("video_old")
+        assert (old_job.base_seconds, old_job.progress_estimated, old_job.queue_position) == (0, False, None)
         await db.insert_job(job("video_new", extended_from="video_old", base_seconds=4, seconds=8))
         new = await db.get_job("video_new")
         assert (new.extended_from, new.base_seconds, new.seconds) == ("video_old", 4, 8)

@@ -182,7 +182,8 @@ def test_usage_endpoint_csv_and_cli_agree_with_the_requests_made(simulator, star
     usage = client.get("/usage?group_by=model", cast_to=httpx.Response).json()
     assert usage["team"] == "alpha"
     assert usage["total"] == {"requests": 4, "videos": 2, "video_seconds": 12, "cost_usd": 1.2, "resubmitted": 0}
-    assert usage["data"] == [{"model": "sora-2", "requests": 4, "videos": 2, "video_seconds": 12, "cost_usd": 1.2, "resubmitted": 0}]
+    assert usage["data"] == [{"model": "sora-2", "requests": 4, "videos": 2, "video_seconds": 12, "cost_usd": 1.2,
+                              "resubmitted": 0}]
     by_team = httpx.get(gateway.url + "/admin/usage?group_by=team&format=csv", headers=ADMIN)
     rows = list(csv.DictReader(io.StringIO(by_team.text)))
     assert [(r["team"], r["requests"], r["videos"], r["cost_usd"]) for r in rows] == [

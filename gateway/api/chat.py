@@ -131,7 +131,7 @@ async def _stream(gw, generation: Generation, fmt: StreamFormat, options: ChatOp
                 yield error_event(_failure(record))
             yield DONE
             return
-        text = lines.line(record.status, record.progress)
+        text = lines.line(record.status, record.progress, record.progress_estimated, record.queue_position)
         if text is not None or video != sent:
             sent = video
             yield writer.chunk({fmt.status_field: text} if text is not None else {}, video)

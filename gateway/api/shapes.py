@@ -14,8 +14,15 @@ def public_status(record: JobRecord) -> str:
     return records.public_status(record.status)
 
 
+def progress_fields(record: JobRecord) -> dict[str, Any]:
+    """What `progress` is: the upstream's own figure, or the gateway's estimate where the upstream reports none
+    (`progress_estimated`); and, while queued where the upstream says, the job's place in its queue."""
+    return {"progress_estimated": record.progress_estimated and record.status != "completed",
+            "queue_position": record.queue_position if record.status in ("submitting", "queued") else None}
+
+
 def video_object(record: JobRecord, expires_at: int | None = None) -> dict[str, Any]:
-    """The OpenAI Video object for a job."""
+    """The OpenAI Video object for a job, with the gateway's `progress_estimated` and `queue_position`."""
     error = None
     if record.status == "failed":
         error = {"code": record.error_code or "upstream_error", "message": record.error_message or "failed"}
@@ -25,6 +32,7 @@ def video_object(record: JobRecord, expires_at: int | None = None) -> dict[str, 
         "model": record.model,
         "status": public_status(record),
         "progress": int(record.progress),
+        **progress_fields(record),
         "created_at": int(record.created_at),
         "completed_at": int(record.completed_at) if record.completed_at and record.status == "completed" else None,
         "expires_at": expires_at if record.status == "completed" else None,
@@ -43,6 +51,7 @@ def video_status(record: JobRecord, signer: LinkSigner, expires: int) -> dict[st
         "id": record.id,
         "status": public_status(record),
         "progress": int(record.progress),
+        **progress_fields(record),
         "url": signer.url(record.id, expires=expires) if done else None,
         "expires_at": expires if done else None,
     }

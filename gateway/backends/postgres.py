@@ -78,6 +78,12 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         ALTER TABLE jobs ADD COLUMN resubmitted boolean NOT NULL DEFAULT false;
         ALTER TABLE ledger ADD COLUMN resubmitted boolean NOT NULL DEFAULT false;
     """),
+    # whether a running job's progress is the gateway's estimate, and its place in the provider's queue, so every
+    # instance shows a job the same way
+    (6, """
+        ALTER TABLE jobs ADD COLUMN progress_estimated boolean NOT NULL DEFAULT false;
+        ALTER TABLE jobs ADD COLUMN queue_position integer;
+    """),
 )
 
 _MIGRATIONS_TABLE = """
@@ -91,7 +97,7 @@ _MIGRATION_LOCK = int.from_bytes(b"soragate", "big")
 
 _JOB_COLUMNS = JobRecord.columns()
 _JOB_COLUMN_SET = frozenset(_JOB_COLUMNS)
-_BOOL_COLUMNS = frozenset({"refused", "has_thumbnail", "deleted"})
+_BOOL_COLUMNS = frozenset({"refused", "has_thumbnail", "deleted", "progress_estimated"})
 _KEY_COLUMNS = tuple(f.name for f in fields(KeyRecord))
 _LEDGER_COLUMNS = tuple(f.name for f in fields(LedgerRow))
 _CHARACTER_COLUMNS = tuple(f.name for f in fields(CharacterRecord))

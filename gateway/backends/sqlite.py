@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     refused INTEGER NOT NULL DEFAULT 0, completed_at REAL, cache_key TEXT, remixed_from TEXT,
     request_id TEXT NOT NULL DEFAULT '', user TEXT, price REAL NOT NULL DEFAULT 0,
     has_thumbnail INTEGER NOT NULL DEFAULT 0, deleted INTEGER NOT NULL DEFAULT 0, reservation_id TEXT,
-    edited_from TEXT, extended_from TEXT, base_seconds INTEGER NOT NULL DEFAULT 0
+    edited_from TEXT, extended_from TEXT, base_seconds INTEGER NOT NULL DEFAULT 0,
+    progress_estimated INTEGER NOT NULL DEFAULT 0, queue_position INTEGER
 );
 CREATE INDEX IF NOT EXISTS jobs_team_created ON jobs (team, created_at);
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status);
@@ -71,12 +72,14 @@ ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("jobs", "webhook_url", "TEXT"),
     ("jobs", "resubmitted", "INTEGER NOT NULL DEFAULT 0"),
     ("ledger", "resubmitted", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "progress_estimated", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "queue_position", "INTEGER"),
 )
 
 _JOB_COLUMNS = JobRecord.columns()
 LOCK_WAIT_S = 5.0
 T = TypeVar("T")
-_BOOL_COLUMNS = {"refused", "has_thumbnail", "deleted", "resubmitted"}
+_BOOL_COLUMNS = {"refused", "has_thumbnail", "deleted", "resubmitted", "progress_estimated"}
 
 
 class SQLiteDatabase:

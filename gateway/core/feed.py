@@ -10,7 +10,8 @@ import orjson
 from gateway.core.errors import GatewayError
 from gateway.core.records import JobRecord, is_terminal, status_rank
 
-LIVE_FIELDS = ("status", "progress", "error_code", "error_message", "refused", "completed_at", "has_thumbnail")
+LIVE_FIELDS = ("status", "progress", "progress_estimated", "queue_position", "error_code", "error_message", "refused",
+               "completed_at", "has_thumbnail")
 
 
 class JobHandle:
@@ -41,7 +42,8 @@ class JobHandle:
         """Take a state seen elsewhere (another instance, the database) if it is newer; True when it changed.
 
         Copies lag behind: the database holds coarse progress, pub/sub messages may arrive out of order. A state
-        behind the one known here is ignored, and progress within one state never goes down.
+        behind the one known here is ignored, and progress within one state never goes down (nor does its
+        estimate mark change then: it describes the figure kept). A copy from an older instance may lack fields.
         """
         if not isinstance(values, Mapping):
             values = {name: getattr(values, name) for name in LIVE_FIELDS}
@@ -50,11 +52,12 @@ class JobHandle:
         status = values.get("status", self.record.status)
         if status_rank(status) < status_rank(self.record.status):
             return False
+        behind = status == self.record.status and values.get("progress", self.record.progress) < self.record.progress
         changed = False
         for name in LIVE_FIELDS:
             if name not in values or getattr(self.record, name) == values[name]:
                 continue
-            if name == "progress" and status == self.record.status and values[name] < self.record.progress:
+            if behind and name in ("progress", "progress_estimated"):
                 continue
             setattr(self.record, name, values[name])
             changed = True

@@ -28,6 +28,7 @@ from gateway.core.coordination import Coordinator
 from gateway.core.database import Database
 from gateway.core.dispatch import Dispatcher
 from gateway.core.errors import ContentRefused, GatewayError, UpstreamFailed, bad_request
+from gateway.core.estimate import JobDurations
 from gateway.core.feed import JobHandle
 from gateway.core.flights import Flights
 from gateway.core.follow import Follower
@@ -106,6 +107,7 @@ class Lifecycle:
         self.metrics = metrics
         self.dispatcher = Dispatcher(upstreams, pools, settings)
         self.follower = Follower(store, pools)
+        self.durations = JobDurations()
         self.store = store
         self.leases = Leases(coordinator, live, pools, db, self.resume)
         self._ping_interval_s = ping_interval_s
@@ -246,10 +248,12 @@ class Lifecycle:
         if handle is None:
             handle = JobHandle(record)
         else:  # clients here were watching it: they keep their handle, which takes the database's record
-            seen = handle.record.progress if handle.record.status == record.status else 0.0
+            shown = handle.record
+            seen = (shown.progress, shown.progress_estimated) if shown.status == record.status else (0.0, False)
             for name in JobRecord.columns():
-                setattr(handle.record, name, getattr(record, name))
-            handle.record.progress = max(seen, record.progress)  # the database's copy is the coarser one
+                setattr(shown, name, getattr(record, name))
+            if seen[0] > record.progress:  # the database's copy is the coarser one
+                shown.progress, shown.progress_estimated = seen
         job = FollowedJob(handle)
         self.live.followed[record.id] = job
         pool, adapter = self.pools.get(record.upstream), self.upstreams.get(record.upstream)
@@ -273,6 +277,9 @@ class Lifecycle:
                 await self._finish(job, "failed", final.error_code or "upstream_error",
                                    final.error_message or "the upstream reported a failure", refused=final.refused)
                 return
+            # how long it took, for the estimates of the jobs of this model that report no progress
+            self.durations.finished(record.upstream, record.upstream_model, record.seconds,
+                                    time.time() - record.created_at)
             await self._store(job, final)
         except _EndedElsewhere:
             await self._ended_elsewhere(job)
@@ -284,18 +291,37 @@ class Lifecycle:
 
     async def _progress(self, job: FollowedJob, status: UpstreamStatus) -> None:
         record = job.record
-        progress = max(record.progress, min(status.progress, 99.0))
-        if status.status == record.status and progress == record.progress:
+        progress, estimated = self._reading(record, status)
+        position = status.queue_position if status.status == "queued" else None
+        if (status.status, progress, estimated, position) == (record.status, record.progress,
+                                                             record.progress_estimated, record.queue_position):
             return
         state_changed = status.status != record.status
+        news = state_changed or estimated != record.progress_estimated or position != record.queue_position
         persisted = record.progress
         record.status, record.progress = status.status, progress
-        if state_changed or int(progress // PERSIST_STEP) != int(persisted // PERSIST_STEP):
-            if not await self.db.advance_job(record.id, status=record.status, progress=progress):
+        record.progress_estimated, record.queue_position = estimated, position
+        if news or int(progress // PERSIST_STEP) != int(persisted // PERSIST_STEP):
+            if not await self.db.advance_job(record.id, status=record.status, progress=progress,
+                                             progress_estimated=estimated, queue_position=position):
                 raise _EndedElsewhere
         if state_changed:
             log.info("job status changed", extra={"job_id": record.id, "status": record.status})
         await self.live.publish(job.handle)
+
+    def _reading(self, record: JobRecord, status: UpstreamStatus) -> tuple[float, bool]:
+        """The job's progress after this report, and whether it is an estimate. It never goes down: a report
+        below what the job shows already leaves it (and its mark) as it is. A tie goes to the upstream's own
+        figure, and to the report of a new state (a job that starts running at an estimated 0% shows that)."""
+        reported = status.progress
+        if status.progress_estimated:
+            reported = self.durations.estimate(record.upstream, record.upstream_model, record.seconds,
+                                               time.time() - record.created_at)
+        reported = min(reported, 99.0)
+        tie = reported == record.progress and (status.status != record.status or not status.progress_estimated)
+        if reported > record.progress or tie:
+            return reported, status.progress_estimated
+        return record.progress, record.progress_estimated
 
     async def _store(self, job: FollowedJob, final: UpstreamStatus) -> None:
         record = job.record
@@ -306,7 +332,7 @@ class Lifecycle:
         if record.deleted or (current is not None and current.deleted):
             record.deleted = True  # deleted while it ran: accounted for as usual, but nothing is kept
             await self.store.delete(record.id)
-        record.progress = 100.0
+        record.progress, record.progress_estimated = 100.0, False
         await self._finish(job, "completed", None, None)
 
     async def fetch_preview(self, record: JobRecord, variant: str) -> bool:
@@ -324,7 +350,8 @@ class Lifecycle:
         record = job.record
         now = time.time()
         outcome = "completed" if status == "completed" else "refused" if refused else "failed"
-        changes = {"status": status, "progress": record.progress, "error_code": code, "error_message": message,
+        changes = {"status": status, "progress": record.progress, "progress_estimated": record.progress_estimated,
+                   "queue_position": None, "error_code": code, "error_message": message,
                    "refused": refused, "completed_at": now, "has_thumbnail": record.has_thumbnail,
                    "upstream": record.upstream, "upstream_key": record.upstream_key}
         events = self.webhooks.for_job(replace(record, **changes))  # written with the row: announced exactly once
@@ -335,7 +362,7 @@ class Lifecycle:
             await self._ended_elsewhere(job)
             return
         record.status, record.error_code, record.error_message = status, code, message
-        record.refused, record.completed_at = refused, now
+        record.refused, record.completed_at, record.queue_position = refused, now, None
         log.info("job finished", extra={"job_id": record.id, "status": status, "error_code": code})
         if events:
             self.webhooks.wake()

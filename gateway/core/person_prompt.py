@@ -15,13 +15,13 @@ _RAG_TASK = re.compile(r"### Task:\s*Respond to the user query using the provide
 _GATEWAY_TEXT = re.compile("|".join((
     r"```html\s*<video\b.*?</video>\s*```",
     r"<video\b.*?</video>",
-    r"> ⏳ Queued",
-    r"> 🎬 Generating: \d+%",
+    r"> ⏳ Queued(?: \(position \d+\))?",
+    r"> 🎬 Generating: (?:about )?\d+%",
     r"✅ Video ready: \[▶ Watch\]\([^)\s]*\)",
     r"> ⌛️ 任务正在队列中，请耐心等待\.\.\.",
-    r"> 🏃 进度：[\d.]+%",
+    r"> 🏃 进度：[\d.]+%(?:（预估）)?",
     r"> ✅ 视频生成成功，\[点击这里\]\([^)\s]*\) 查看视频~~~",
-    r"\*\*Video Generation Progress\*\*: \d+% \((queued|running)\)",
+    r"\*\*Video Generation Progress\*\*: \d+% \((queued|running)\)(?:, estimated)?",
     r"(> )?❌ (Video refused: |生成失败：)[^\n]*",
     r"\bhttps?://\S+?/v1/videos/video_[0-9a-f]{32}/content\S*",
 )), re.DOTALL)

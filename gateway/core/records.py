@@ -70,6 +70,8 @@ class JobRecord(_Row):
     extended_from: str | None = None  # the gateway id of the video this job extends
     base_seconds: int = 0  # an extension's source length: the video is base_seconds + seconds long
     resubmitted: bool = False  # sent to the upstream again after a create whose answer was lost
+    progress_estimated: bool = False  # `progress` is the gateway's estimate: the upstream reports none
+    queue_position: int | None = None  # the job's place in the upstream's queue while queued, where it says
 
     @property
     def done(self) -> bool:

@@ -62,10 +62,17 @@ class GenerationSpec:
 
 @dataclass(frozen=True, slots=True)
 class UpstreamStatus:
-    """A snapshot of an upstream job, whatever the dialect."""
+    """A snapshot of an upstream job, whatever the dialect.
+
+    A provider that says how far a running job is gives `progress` (0-100). One that does not (or not in this
+    snapshot) sets `progress_estimated`: the lifecycle then fills in its own estimate from the job's elapsed time,
+    and clients see that it is one. `queue_position` is the provider's place in its queue (0: next), while queued.
+    """
 
     status: JobState
     progress: float = 0.0
+    progress_estimated: bool = False
+    queue_position: int | None = None
     video_url: str | None = None  # where the finished MP4 can be downloaded (chat relays)
     thumbnail_url: str | None = None
     error_code: str | None = None

@@ -5,16 +5,19 @@
   `image_url`); a bad input is a 422 with `detail[]`, an unknown model a 404.
 - The answer: `IN_QUEUE` with `request_id`, `queue_position` and the `status_url`/`response_url`/`cancel_url`,
   which name only `{owner}/{app}`, not the model's subpath.
-- `GET …/requests/{id}/status`: HTTP **202** while `IN_QUEUE` (with a falling `queue_position`) or `IN_PROGRESS`
-  (with `logs`), **200** once `COMPLETED`.
+- `GET …/requests/{id}/status`: HTTP **202** while `IN_QUEUE` or `IN_PROGRESS`, **200** once `COMPLETED`. Every
+  request waits in the queue for its first QUEUE_POLLS status reads, whatever the clock says, with a falling
+  `queue_position` (the submit said QUEUE_POLLS); its run (`duration_s`) starts when it leaves the queue. With
+  `?logs=1` the answer carries `logs`: the model's lines, "Sampling step k/50" as it runs (the newest says how
+  far it is); `[quietlogs]` in the prompt keeps the figures out of them.
 - `GET …/requests/{id}`: `{"video": {"url", "content_type", "file_name", "file_size"}}` with a public link; a
   refused prompt is a 422 `content_policy_violation` here, after `COMPLETED`. `PUT …/cancel` cancels.
 - Errors: `{"detail": …}`; a missing or bad key is 401 `{"detail": "Unauthorized"}`.
 - `?fal_webhook=<url>` on submit: `{request_id, gateway_request_id, status: "OK"|"ERROR", payload}` is POSTed
   there at the end, ED25519-signed with a key published at `GET /.well-known/jwks.json` (see `callbacks`).
 
-Prompts: `[refuse]` (422 content_policy_violation on the result) and `[fail]` (a `COMPLETED` status carrying
-`error`, and a 500 on the result).
+Prompts: `[refuse]` (422 content_policy_violation on the result), `[fail]` (a `COMPLETED` status carrying
+`error`, and a 500 on the result) and `[quietlogs]` (logs without progress figures).
 """
 from __future__ import annotations
 
@@ -36,7 +39,7 @@ from .media import data_url_image, held
 from .middleware import Wire
 from .settings import SimulatorSettings
 from .state import Reference, SimulatorState
-from .videos import QUEUED_SHARE, progress_of, read_params
+from .videos import percent_done, progress_of, read_params
 
 _VEO = {"duration": ("4s", "6s", "8s"), "aspect_ratio": ("16:9", "9:16"), "resolution": ("720p", "1080p"),
         "optional": ("negative_prompt", "generate_audio", "seed", "auto_fix", "safety_tolerance")}
@@ -51,6 +54,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "fal-ai/kling-video/v2.1/master/image-to-video": {**_KLING, "image": "image_url"},
     "fal-ai/minimax/hailuo-02/standard/text-to-video": {"duration": ("6", "10"), "optional": ("prompt_optimizer",)},
 }
+QUEUE_POLLS = 2  # status reads a request spends in the queue
+STEPS = 50  # sampling steps the fake's log lines count
 CONTENT_POLICY = ("The content could not be processed because it contained material flagged by a content "
                   "checker.")
 
@@ -63,10 +68,11 @@ class FalJob:
     app: str  # {owner}/{app}: what the queue URLs name
     prompt: str
     outcome: str
-    started: float
+    started: float | None  # monotonic, when it left the queue; None while queued
     input: dict[str, Any]
     reference: Reference | None = None
     cancelled: bool = False
+    polls: int = 0  # status reads so far
 
 
 class FalWire(Wire):
@@ -133,7 +139,7 @@ class FalAPI:
         outcome = outcome_for(prompt)
         job = FalJob(id=secrets.token_hex(8) + "-" + secrets.token_hex(4), key=self.wire.key_of(request.scope),
                      model=model, app="/".join(model.split("/")[:2]), prompt=prompt,
-                     outcome="complete" if outcome == "error" else outcome, started=time.monotonic(), input=body,
+                     outcome="complete" if outcome == "error" else outcome, started=None, input=body,
                      reference=reference)
         self.state.provider_jobs[job.id] = job
         webhook = request.query_params.get("fal_webhook")
@@ -147,20 +153,22 @@ class FalAPI:
         base = f"{str(request.base_url).rstrip('/')}/{job.app}/requests/{job.id}"
         return json_response({"status": "IN_QUEUE", "request_id": job.id, "response_url": base,
                               "status_url": base + "/status", "cancel_url": base + "/cancel",
-                              "queue_position": 2, "gateway_request_id": job.id})
+                              "queue_position": QUEUE_POLLS, "gateway_request_id": job.id})
 
     async def status(self, request: Request) -> Response:
         job = self.job(request)
-        state, elapsed = self.state_of(job), time.monotonic() - job.started
+        job.polls += 1
+        if job.started is None and job.polls > QUEUE_POLLS:
+            job.started = time.monotonic()
+        state = self.state_of(job)
         body: dict[str, Any] = {"status": state, "request_id": job.id,
                                 "response_url": str(request.url).removesuffix("/status").split("?")[0]}
         if state == "IN_QUEUE":
-            share = elapsed / max(QUEUED_SHARE * self.settings.duration_s, 1e-6)
-            body["queue_position"] = max(0, 2 - int(share * 3))
+            body["queue_position"] = max(0, QUEUE_POLLS - job.polls)
             return json_response(body, 202)
-        logs = [{"message": "Generating video", "level": "INFO", "source": "USER", "timestamp": "2026-12-01T00:00:00Z"}]
+        elapsed = time.monotonic() - (job.started or time.monotonic())
         if request.query_params.get("logs") in ("1", "true"):
-            body["logs"] = logs
+            body["logs"] = self.logs(job, elapsed, state)
         if state == "IN_PROGRESS":
             return json_response(body, 202)
         body["metrics"] = {"inference_time": round(elapsed, 3)}
@@ -168,6 +176,20 @@ class FalAPI:
             body["error"] = "Internal server error"
             body["error_type"] = "internal_server_error"
         return json_response(body, 200)
+
+    def logs(self, job: FalJob, elapsed: float, state: str) -> list[dict[str, Any]]:
+        """The model's log so far: a line per fifth of the run, the newest saying how far it is."""
+        done = 100 if state == "COMPLETED" else percent_done(elapsed, self.settings.duration_s)
+        lines = ["Loading the model", "Starting video generation"]
+        if "[quietlogs]" in job.prompt:
+            lines.append("Generating video")
+        else:
+            lines += [f"Sampling step {STEPS * p // 100}/{STEPS}" for p in range(0, done, 20)]
+            lines.append(f"Sampling step {STEPS * done // 100}/{STEPS}")
+        if state == "COMPLETED":
+            lines.append("Encoding the video")
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        return [{"message": line, "level": "INFO", "source": "USER", "timestamp": stamp} for line in lines]
 
     async def result(self, request: Request) -> Response:
         job = self.job(request)
@@ -219,8 +241,10 @@ class FalAPI:
     def state_of(self, job: FalJob) -> str:
         if job.cancelled:
             return "COMPLETED"
+        if job.started is None:
+            return "IN_QUEUE"
         progress = progress_of(job, time.monotonic(), self.settings.duration_s)  # type: ignore[arg-type]
-        return {"queued": "IN_QUEUE", "in_progress": "IN_PROGRESS"}.get(progress.status, "COMPLETED")
+        return {"queued": "IN_PROGRESS", "in_progress": "IN_PROGRESS"}.get(progress.status, "COMPLETED")
 
     def job(self, request: Request) -> FalJob:
         job = self.state.provider_jobs.get(request.path_params["request_id"])

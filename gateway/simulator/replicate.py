@@ -4,7 +4,8 @@
   `{"input": {...}}` checked against the model's input schema (a misnamed input — `image` where the model wants
   `start_image` — is a 422 with `invalid_fields`, like Replicate's).
 - The prediction object on create (201), poll (`GET /v1/predictions/{id}`) and list (`GET /v1/predictions`):
-  `starting` → `processing` (with `logs`) → `succeeded` with `output` a URL string, or `failed` with `error`;
+  `starting` → `processing` (with `logs`: the model's tqdm bar, a line per update, " 42%|████▏     | 21/50
+  [00:08<00:11,  2.51it/s]") → `succeeded` with `output` a URL string, or `failed` with `error`;
   `POST /v1/predictions/{id}/cancel` cancels.
 - Outputs are deleted an hour after the prediction ends (`data_removed: true`, `output: null`, the file 404).
 - Errors: `{"title", "detail", "status"}`; a 429 says when the limit resets and carries Retry-After.
@@ -35,9 +36,10 @@ from .media import data_url_image, held
 from .middleware import Wire, bearer_token
 from .settings import SimulatorSettings
 from .state import Reference, SimulatorState
-from .videos import progress_of, read_params
+from .videos import Progress, progress_of, read_params
 
 RETENTION_S = 3600.0
+STEPS = 50  # sampling steps of the fake's tqdm bar
 SCHEMAS: dict[str, dict[str, Any]] = {
     "google/veo-3.1": {"duration": (4, 6, 8), "aspect_ratio": ("16:9", "9:16"), "resolution": ("720p", "1080p"),
                        "image": "image", "optional": ("negative_prompt", "generate_audio", "seed", "last_frame")},
@@ -195,9 +197,11 @@ class ReplicateAPI:
         base = str(request.base_url).rstrip("/")
         removed = ended is not None and time.monotonic() - ended > RETENTION_S
         output = f"{base}/files/replicate/{job.id}/output.mp4" if status == "succeeded" and not removed else None
+        progress = progress_of(job, time.monotonic(), self.settings.duration_s)  # type: ignore[arg-type]
         return {
             "id": job.id, "model": job.model, "version": "hidden", "input": {} if removed else job.input,
-            "logs": "" if status == "starting" else "Generating video...\n", "output": output,
+            "logs": "" if removed else logs(status, progress),
+            "output": output,
             "data_removed": removed, "error": FAILURES.get(job.outcome) if status == "failed" else None,
             "status": status, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(job.created_at)),
             "urls": {"get": f"{base}/v1/predictions/{job.id}", "cancel": f"{base}/v1/predictions/{job.id}/cancel",
@@ -220,6 +224,19 @@ class ReplicateAPI:
         if not isinstance(job, Prediction) or job.key != bearer_token(request.scope):
             raise APIError(404, "The requested resource could not be found.")
         return job
+
+
+def logs(status: str, progress: Progress) -> str:
+    """What a video model prints: a setup line, then its tqdm bar, one line per fifth of the run."""
+    if status == "starting":
+        return ""
+    done = 100 if status == "succeeded" else progress.progress
+    lines = ["Using seed: 1234"]
+    for percent in [*range(0, done, 20), done]:
+        step, bar = STEPS * percent // 100, "█" * (percent // 10)
+        lines.append(f"{percent:3d}%|{bar:<10}| {step}/{STEPS} [00:{step // 5:02d}<00:{(STEPS - step) // 5:02d}, "
+                     "2.50it/s]")
+    return "\n".join(lines) + "\n"
 
 
 def check_input(schema: dict[str, Any], values: dict[str, Any]) -> Reference | None:

@@ -3,6 +3,10 @@ while `IN_QUEUE`/`IN_PROGRESS`, 200 once `COMPLETED`), then the `response_url` f
 a public CDN link. A request that failed still reaches `COMPLETED`: the failure is in the status's `error` or in
 the answer of the result GET (422 `detail[]`, `content_policy_violation` for a refusal).
 
+The status is read with `?logs=1`: while `IN_QUEUE` it carries `queue_position`, and while `IN_PROGRESS` the
+model's log lines, whose newest percentage or step count ("42%", "step 21/50") is the job's progress. A log with
+none leaves the figure to the gateway's estimate.
+
 Each model family takes its own input (`duration` as `"8s"` for Veo, `"5"` for Kling; `image_url` or
 `start_image_url`), and image-to-video is a separate model id; FAMILIES says which, and the config's
 `upstream_model_image` overrides the image model it derives.
@@ -21,6 +25,7 @@ from gateway.core.upstream import GenerationSpec, UpstreamError, UpstreamKey, Up
 from gateway.observability.metrics import NULL_METRICS, MetricsSink
 from gateway.redaction import NO_SECRETS, Redactor
 from gateway.upstreams.http import clean_status, error_from_status, json_document
+from gateway.upstreams.log_progress import newest_percent
 from gateway.upstreams.provider_http import ProviderHTTP, follow_job
 
 if TYPE_CHECKING:
@@ -135,7 +140,7 @@ class FalUpstream:
         if upstream_id in self._completed:
             return await self.result(upstream_id, key)
         url = self._status_urls.get(upstream_id) or self.http.url(upstream_id + "/status")
-        answer = await self.http.call("GET", url, key, _auth(key))
+        answer = await self.http.call("GET", url + ("&" if "?" in url else "?") + "logs=1", key, _auth(key))
         job = answer.body
         state = job.get("status") if isinstance(job.get("status"), str) else None
         if state in FAILED_STATES or job.get("error"):
@@ -144,7 +149,7 @@ class FalUpstream:
         if state == "COMPLETED" or (state is None and answer.status == 200):
             self._completed.add(upstream_id)
             return await self.result(upstream_id, key)
-        return UpstreamStatus(STATES.get(state or "", "in_progress"))  # type: ignore[arg-type]
+        return running(job)
 
     async def result(self, upstream_id: str, key: UpstreamKey) -> UpstreamStatus:
         try:
@@ -206,6 +211,21 @@ class FalUpstream:
                 "param": str(loc[-1]) if loc and loc[0] == "body" else None}})
         return error_from_status(status, reason, headers, body, upstream=self.name, redact=self.redact,
                                  secrets=(key.secret,))
+
+
+def running(job: dict[str, Any]) -> UpstreamStatus:
+    """A job not done yet: its place in the queue, or its progress as its logs tell it."""
+    state = job.get("status")
+    if isinstance(state, str) and STATES.get(state) == "queued":
+        position = job.get("queue_position")
+        known = isinstance(position, int) and not isinstance(position, bool) and position >= 0
+        return UpstreamStatus("queued", queue_position=position if known else None)
+    logs = job.get("logs") if isinstance(job.get("logs"), list) else []
+    messages = [entry["message"] for entry in logs if isinstance(entry, dict) and isinstance(entry.get("message"), str)]
+    percent = newest_percent(messages)
+    if percent is None:
+        return UpstreamStatus("in_progress", progress_estimated=True)
+    return UpstreamStatus("in_progress", percent)
 
 
 def _failure(job: dict[str, Any]) -> UpstreamStatus:

@@ -3,6 +3,9 @@ video from `response.generateVideoResponse.generatedSamples[0].video.uri`, fetch
 
 A `done` operation with no samples is not a video: with `raiMediaFilteredCount` it is a refusal by Google's safety
 filters (terminal, not billed, never a reason to change keys), without it a failure.
+
+The Gemini API reports no progress for a running operation (a `metadata.progress` is taken if one ever comes),
+so the gateway estimates it.
 """
 from __future__ import annotations
 
@@ -179,7 +182,10 @@ class GeminiUpstream:
 
 def to_status(operation: dict[str, Any]) -> UpstreamStatus:
     if not operation.get("done"):  # proto3 JSON leaves `done: false` out
-        return UpstreamStatus("in_progress", _progress(operation.get("metadata")))
+        progress = _progress(operation.get("metadata"))
+        if progress is None:
+            return UpstreamStatus("in_progress", progress_estimated=True)
+        return UpstreamStatus("in_progress", progress)
     error = operation.get("error")
     if isinstance(error, dict):
         code = error.get("code")
@@ -212,11 +218,11 @@ def _first_video(operation: dict[str, Any]) -> dict[str, Any]:
     return video if isinstance(video, dict) and (video.get("uri") or video.get("encodedVideo")) else {}
 
 
-def _progress(metadata: Any) -> float:
+def _progress(metadata: Any) -> float | None:
     value = metadata.get("progress") if isinstance(metadata, dict) else None
     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
         return min(max(float(value), 0.0), 99.0)
-    return 0.0
+    return None
 
 
 def _envelope(body: bytes) -> dict[str, Any]:

@@ -3,6 +3,7 @@ a terminal status, then the bytes from `unsigned_urls[0]`, which need the key li
 
 What a model takes (durations, resolutions, aspect ratios) is published at `GET /videos/models`; the dialect
 reads it once an hour, so a request the model cannot make is a 400 that lists what it can, before a paid call.
+A running job has no progress figure: the gateway estimates it.
 """
 from __future__ import annotations
 
@@ -159,6 +160,8 @@ def to_status(job: dict[str, Any]) -> UpstreamStatus:
         urls = job.get("unsigned_urls")
         url = urls[0] if isinstance(urls, list) and urls and isinstance(urls[0], str) else None
         return UpstreamStatus("completed", 100.0, video_url=url)
+    if status == "in_progress":
+        return UpstreamStatus("in_progress", progress_estimated=True)
     if status != "failed":
         return UpstreamStatus(status)  # type: ignore[arg-type]
     error = job.get("error") if isinstance(job.get("error"), str) else ""

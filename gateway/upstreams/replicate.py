@@ -4,6 +4,9 @@ for `owner/name:version`), `GET /predictions/{id}` until `succeeded | failed | c
 Outputs are deleted an hour after the prediction ends, so the video is copied into the store as soon as it is
 there (the lifecycle does that before the job completes). Input names differ per model (`image`, `start_image`,
 `first_frame_image`); MODELS says which, and what durations and resolutions each takes.
+
+Replicate has no progress figure: a running prediction's `logs` text often ends with the model's tqdm bar
+(" 42%|████▏     | 21/50"), whose last percentage is its progress; without one the gateway estimates.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from gateway.core.upstream import GenerationSpec, UpstreamError, UpstreamKey, Up
 from gateway.observability.metrics import NULL_METRICS, MetricsSink
 from gateway.redaction import NO_SECRETS, Redactor
 from gateway.upstreams.http import clean_status, error_from_status, json_document
+from gateway.upstreams.log_progress import percent_in
 from gateway.upstreams.provider_http import ProviderHTTP, follow_job
 from gateway.upstreams.reconcile import Claims, created_near
 from gateway.upstreams.shapes import aspect_and_resolution, cannot
@@ -196,8 +200,14 @@ def to_status(prediction: dict[str, Any]) -> UpstreamStatus:
             return UpstreamStatus("failed", error_code="upstream_error",
                                   error_message="the provider's output is gone (Replicate deletes it after an hour)")
         return UpstreamStatus("completed", 100.0, video_url=url)
-    if status != "failed":
-        return UpstreamStatus(status)  # type: ignore[arg-type]
+    if status == "queued":
+        return UpstreamStatus("queued")
+    if status == "in_progress":
+        logs = prediction.get("logs")
+        percent = percent_in(logs) if isinstance(logs, str) else None
+        if percent is None:
+            return UpstreamStatus("in_progress", progress_estimated=True)
+        return UpstreamStatus("in_progress", percent)
     error = prediction.get("error") if isinstance(prediction.get("error"), str) else ""
     refused = bool(_REFUSAL.search(error))
     code = "content_policy_violation" if refused else ("cancelled" if raw != "failed" else "upstream_error")

@@ -142,7 +142,10 @@ def to_status(task: dict[str, Any]) -> UpstreamStatus:
             return UpstreamStatus("failed", error_code="upstream_error", error_message="the task has no output")
         return UpstreamStatus("completed", 100.0, video_url=url)
     if status == "in_progress":
-        return UpstreamStatus("in_progress", _percent(task.get("progress")))
+        progress = _percent(task.get("progress"))
+        if progress is None:  # a RUNNING answer without its fraction: the gateway estimates
+            return UpstreamStatus("in_progress", progress_estimated=True)
+        return UpstreamStatus("in_progress", progress)
     if status == "queued":
         return UpstreamStatus("queued")
     code = task.get("failureCode") if isinstance(task.get("failureCode"), str) else ""
@@ -154,10 +157,10 @@ def to_status(task: dict[str, Any]) -> UpstreamStatus:
                           f"the provider reported the task {raw}")
 
 
-def _percent(progress: Any) -> float:
+def _percent(progress: Any) -> float | None:
     if isinstance(progress, (int, float)) and not isinstance(progress, bool) and math.isfinite(progress):
         return min(max(float(progress) * 100.0, 0.0), 99.0)
-    return 0.0
+    return None
 
 
 def _headers(key: UpstreamKey) -> dict[str, str]:

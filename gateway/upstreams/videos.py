@@ -207,8 +207,10 @@ def to_status(video: dict[str, Any]) -> UpstreamStatus:
     if not isinstance(status, str) or status not in ("queued", "in_progress", "completed", "failed"):
         status = "in_progress"
     progress = video.get("progress")
-    progress = float(progress) if isinstance(progress, (int, float)) and math.isfinite(progress) else 0.0
-    progress = min(max(progress, 0.0), 100.0)
+    known = isinstance(progress, (int, float)) and not isinstance(progress, bool) and math.isfinite(progress)
+    progress = min(max(float(progress), 0.0), 100.0) if known else 0.0
+    if status == "in_progress" and not known:  # a relay that leaves the figure out: the gateway estimates
+        return UpstreamStatus("in_progress", progress_estimated=True)
     if status != "failed":
         return UpstreamStatus(status, 100.0 if status == "completed" else progress)
     error = video.get("error") if isinstance(video.get("error"), dict) else {}
