@@ -54,7 +54,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "fal-ai/kling-video/v2.1/master/image-to-video": {**_KLING, "image": "image_url"},
     "fal-ai/minimax/hailuo-02/standard/text-to-video": {"duration": ("6", "10"), "optional": ("prompt_optimizer",)},
 }
-QUEUE_POLLS = 2  # status reads a request spends in the queue
+QUEUE_POLLS = 2  # status reads a request spends in the queue (or the run's length, unpolled)
 STEPS = 50  # sampling steps the fake's log lines count
 CONTENT_POLICY = ("The content could not be processed because it contained material flagged by a content "
                   "checker.")
@@ -70,6 +70,7 @@ class FalJob:
     outcome: str
     started: float | None  # monotonic, when it left the queue; None while queued
     input: dict[str, Any]
+    queued_at: float = 0.0  # monotonic, when it was submitted
     reference: Reference | None = None
     cancelled: bool = False
     polls: int = 0  # status reads so far
@@ -140,13 +141,13 @@ class FalAPI:
         job = FalJob(id=secrets.token_hex(8) + "-" + secrets.token_hex(4), key=self.wire.key_of(request.scope),
                      model=model, app="/".join(model.split("/")[:2]), prompt=prompt,
                      outcome="complete" if outcome == "error" else outcome, started=None, input=body,
-                     reference=reference)
+                     reference=reference, queued_at=time.monotonic())
         self.state.provider_jobs[job.id] = job
         webhook = request.query_params.get("fal_webhook")
         if webhook is not None:
             if not webhook.startswith(("http://", "https://")):
                 raise Unprocessable("fal_webhook", "the webhook URL must be an http(s) URL")
-            self.callbacks.after(webhook, job.started + self.settings.duration_s,
+            self.callbacks.after(webhook, job.queued_at + 2 * self.settings.duration_s,  # queue, then the run
                                  lambda: (self.webhook_body(job, request), job.id))
         if self.state.answer_lost(job.key, job.prompt):
             raise APIError(502, "upstream connect error or disconnect/reset before headers")
@@ -159,7 +160,7 @@ class FalAPI:
         job = self.job(request)
         job.polls += 1
         if job.started is None and job.polls > QUEUE_POLLS:
-            job.started = time.monotonic()
+            job.started = time.monotonic()  # a job polled often leaves the queue after QUEUE_POLLS reads
         state = self.state_of(job)
         body: dict[str, Any] = {"status": state, "request_id": job.id,
                                 "response_url": str(request.url).removesuffix("/status").split("?")[0]}
@@ -241,6 +242,8 @@ class FalAPI:
     def state_of(self, job: FalJob) -> str:
         if job.cancelled:
             return "COMPLETED"
+        if job.started is None and time.monotonic() - job.queued_at >= self.settings.duration_s:
+            job.started = job.queued_at + self.settings.duration_s  # and any job after the run's length in it
         if job.started is None:
             return "IN_QUEUE"
         progress = progress_of(job, time.monotonic(), self.settings.duration_s)  # type: ignore[arg-type]
