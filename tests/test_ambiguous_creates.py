@@ -11,35 +11,11 @@ import httpx
 import openai
 import pytest
 
-from tests import test_fal, test_gemini, test_openrouter, test_replicate, test_runway
-from tests.support import ADMIN_KEY, ALPHA_KEY
+from tests.providers import KINDS, sdk, start
+from tests.support import ADMIN_KEY
 from tests.test_chat import assert_playable_mp4
 
-# kind: (path of the API root on the simulator, provider model, videos the simulator knows a model by)
-KINDS = {
-    "videos": ("/v1", "sora-2"),
-    "replicate": ("/v1", test_replicate.VEO),
-    "gemini": ("/v1beta", test_gemini.MODEL),
-    "openrouter": ("/api/v1", test_openrouter.MODEL),
-    "fal": ("", test_fal.VEO),
-    "runway": ("/v1", test_runway.MODEL),
-}
-LISTABLE = ("videos", "replicate")
-
-
-def start(start_simulator, start_gateway, kind: str, **upstream):
-    sim = start_simulator(kind=kind, duration_s=0.3)
-    root, model = KINDS[kind]
-    config = {"name": "sim", "kind": kind, "base_url": sim.url + root, "keys": ["sk-good-1"],
-              "max_concurrent_per_key": 50, "poll_interval_s": 0.05, "timeout_s": 2, "job_timeout_s": 60,
-              "max_retry_s": 10, **upstream}
-    models = {"sora-2": {"upstreams": ["sim"], "upstream_model": model, "sizes": ["1280x720"],
-                         "seconds_allowed": [4, 8]}}
-    return sim, start_gateway(sim, upstreams=[config], models=models)
-
-
-def sdk(gateway) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gateway.url + "/v1", api_key=ALPHA_KEY, max_retries=0)
+LISTABLE = ("videos", "replicate")  # the kinds whose provider lists a key's jobs
 
 
 def creates(sim) -> int:
@@ -81,7 +57,8 @@ def test_a_lost_create_that_cannot_be_looked_up_is_not_sent_again(start_simulato
 
 
 def test_resubmit_sends_it_again_and_the_ledger_says_so(start_simulator, start_gateway):
-    sim, gateway = start(start_simulator, start_gateway, "runway", on_ambiguous_create="resubmit")
+    sim, gateway = start(start_simulator, start_gateway, "runway",
+                        upstream={"on_ambiguous_create": "resubmit"})
     completion = sdk(gateway).chat.completions.create(
         model="sora-2", messages=[{"role": "user", "content": "[lost] a kite over the dunes"}])
     assert completion.model_extra["video"]["status"] == "completed"

@@ -5,40 +5,17 @@ import httpx
 import openai
 import pytest
 
-from tests.support import ADMIN_KEY, ALPHA_KEY, finished_video, wait_until
+from tests.providers import KINDS, calls, jobs, key_states, sdk, start
+from tests.support import finished_video, wait_until
 from tests.test_chat import PROMPT, assert_playable_mp4
 from tests.test_videos_api import PNG
 
-VEO = "fal-ai/veo3.1/fast"
+VEO = KINDS["fal"].model
 KLING = "fal-ai/kling-video/v2.1/master/text-to-video"
 
 
-def sdk(gateway) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gateway.url + "/v1", api_key=ALPHA_KEY, max_retries=0)
-
-
 def fal_gateway(start_simulator, start_gateway, keys=("sk-good-1",), **model):
-    sim = start_simulator(kind="fal", duration_s=0.3, retry_after_s=60)
-    upstream = {"name": "sim", "kind": "fal", "base_url": sim.url, "keys": list(keys), "max_concurrent_per_key": 50,
-                "poll_interval_s": 0.05, "timeout_s": 2, "job_timeout_s": 60, "max_retry_s": 10}
-    models = {"sora-2": {"upstreams": ["sim"], "upstream_model": VEO,
-                         "sizes": ["720x1280", "1280x720", "1920x1080", "1024x1792"], "seconds_allowed": [4, 6, 8, 12],
-                         "upstream_params": {"generate_audio": False, "negative_prompt": "blurry"}, **model}}
-    return sim, start_gateway(sim, upstreams=[upstream], models=models)
-
-
-def jobs(sim) -> list:
-    return list(sim.app.state.sim.provider_jobs.values())
-
-
-def calls(sim, key=None, method=None, path=None) -> list:
-    return [c for c in sim.app.state.sim.calls if (key is None or c.key == key)
-            and (method is None or c.method == method) and (path is None or c.path.startswith(path))]
-
-
-def key_states(gateway) -> set[str]:
-    listing = httpx.get(gateway.url + "/admin/upstreams", headers={"authorization": f"Bearer {ADMIN_KEY}"}).json()
-    return {k["state"] for k in listing["data"][0]["keys"]}
+    return start(start_simulator, start_gateway, "fal", keys, **model)
 
 
 def test_chat_without_streaming(start_simulator, start_gateway):
@@ -171,11 +148,9 @@ def test_the_fake_answers_202_until_completed_and_names_only_owner_and_app(start
 
 def test_a_cdn_link_to_an_internal_address_is_not_fetched(start_simulator, start_gateway):
     """The CDN link is not on the queue's origin: the fetch guard checks it like any URL from outside."""
-    sim = start_simulator(kind="fal", duration_s=0.2, public_url="http://localhost:9")
-    upstream = {"name": "sim", "kind": "fal", "base_url": sim.url, "keys": ["sk-good-1"], "poll_interval_s": 0.05,
-                "timeout_s": 2, "job_timeout_s": 30, "max_retry_s": 5}
-    gateway = start_gateway(sim, upstreams=[upstream], models={"sora-2": {
-        "upstreams": ["sim"], "upstream_model": VEO, "sizes": ["1280x720"], "seconds_allowed": [8]}})
+    sim, gateway = start(start_simulator, start_gateway, "fal", upstream={"job_timeout_s": 30, "max_retry_s": 5},
+                         simulator_settings={"duration_s": 0.2, "public_url": "http://localhost:9"},
+                         sizes=["1280x720"], seconds_allowed=[8], upstream_params={})
     created = sdk(gateway).videos.create(model="sora-2", prompt="a lighthouse")
     failed = finished_video(sdk(gateway), created.id)
     assert failed.status == "failed"

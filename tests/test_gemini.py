@@ -7,41 +7,17 @@ import httpx
 import openai
 import pytest
 
-from tests.support import ADMIN_KEY, ALPHA_KEY, finished_video, wait_until
+from tests.providers import KINDS, calls, jobs, key_states, sdk, start
+from tests.support import ADMIN_KEY, finished_video, wait_until
 from tests.test_chat import PROMPT, assert_playable_mp4
 from tests.test_videos_api import PNG
 
-MODEL = "veo-3.1-generate-preview"
-IMAGE_MODEL = "veo-3.1-fast-generate-preview"
-
-
-def sdk(gateway) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gateway.url + "/v1", api_key=ALPHA_KEY, max_retries=0)
-
-
-def gemini(sim, keys, **extra) -> dict:
-    return {"name": "sim", "kind": "gemini", "base_url": sim.url + "/v1beta", "keys": keys,
-            "max_concurrent_per_key": 50, "poll_interval_s": 0.05, "timeout_s": 2, "job_timeout_s": 60,
-            "max_retry_s": 10, **extra}
+MODEL = KINDS["gemini"].model
+IMAGE_MODEL = KINDS["gemini"].models["upstream_model_image"]
 
 
 def veo_gateway(start_simulator, start_gateway, keys=("sk-good-1",), **model):
-    sim = start_simulator(kind="gemini", duration_s=0.3, retry_after_s=60)
-    models = {"sora-2": {"upstreams": ["sim"], "upstream_model": MODEL, "upstream_model_image": IMAGE_MODEL,
-                         "sizes": ["720x1280", "1280x720", "1920x1080", "1024x1792"],
-                         "seconds_allowed": [4, 6, 8, 12], "price_per_second": 0.10,
-                         "upstream_params": {"negativePrompt": "blurry", "personGeneration": "allow_adult"},
-                         **model}}
-    return sim, start_gateway(sim, upstreams=[gemini(sim, list(keys))], models=models)
-
-
-def jobs(sim) -> list:
-    return list(sim.app.state.sim.provider_jobs.values())
-
-
-def calls(sim, key=None, method=None, path=None) -> list:
-    return [c for c in sim.app.state.sim.calls if (key is None or c.key == key)
-            and (method is None or c.method == method) and (path is None or c.path.startswith(path))]
+    return start(start_simulator, start_gateway, "gemini", keys, **model)
 
 
 def test_chat_without_streaming_makes_a_veo_video(start_simulator, start_gateway):
@@ -106,8 +82,7 @@ def test_a_safety_filtered_operation_is_a_refusal_on_the_same_key(start_simulato
     assert refused.status == "failed" and refused.error.code == "content_policy_violation"
     assert "You will not be charged" in refused.error.message
     assert len(calls(sim, method="POST")) == 1  # never tried again, on this key or another
-    keys = httpx.get(gateway.url + "/admin/upstreams", headers={"authorization": f"Bearer {ADMIN_KEY}"}).json()
-    assert {k["state"] for k in keys["data"][0]["keys"]} == {"healthy"}
+    assert key_states(gateway) == {"healthy"}
 
 
 @pytest.mark.parametrize("marker, code", [("[fail]", "internal"), ("[nosamples]", "upstream_error")])
@@ -132,8 +107,7 @@ def test_a_rate_limited_key_rests_and_the_next_key_serves(start_simulator, start
             model="sora-2", messages=[{"role": "user", "content": f"scene {i}"}])
         assert completion.model_extra["video"]["status"] == "completed"
     assert len(calls(sim, key="sk-429-a")) == 1  # Google's RetryInfo said 60 s: not asked again
-    keys = httpx.get(gateway.url + "/admin/upstreams", headers={"authorization": f"Bearer {ADMIN_KEY}"}).json()
-    assert {k["state"] for k in keys["data"][0]["keys"]} == {"cooling", "healthy"}
+    assert key_states(gateway) == {"cooling", "healthy"}
 
 
 def test_an_invalid_key_is_disabled_although_google_says_400(start_simulator, start_gateway):

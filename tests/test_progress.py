@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import threading
 
-import openai
 import pytest
 
 from gateway.core.estimate import ESTIMATE_CAP, JobDurations
@@ -15,24 +14,15 @@ from gateway.core.progress import ProgressLines
 from gateway.core.records import JobRecord
 from gateway.upstreams.log_progress import newest_percent, percent_in
 from gateway.upstreams.relay_families import FAMILY_A, FAMILY_C
-from tests.support import ALPHA_KEY, finished_video, wait_until
+from tests.providers import sdk, start
+from tests.support import finished_video, wait_until
 from tests.test_chat import PROMPT
-from tests.test_fal import fal_gateway
-from tests.test_gemini import MODEL as VEO
-from tests.test_gemini import gemini
-from tests.test_replicate import replicate_gateway
-from tests.test_runway import runway_gateway
-
-
-def sdk(gateway) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gateway.url + "/v1", api_key=ALPHA_KEY, max_retries=0)
 
 
 def veo_gateway(start_simulator, start_gateway):
     """Veo runs for 0.6 s, polled every 0.05 s: long enough for the estimate to move between polls."""
-    sim = start_simulator(kind="gemini", duration_s=0.6)
-    models = {"sora-2": {"upstreams": ["sim"], "upstream_model": VEO, "sizes": ["720x1280"], "seconds_allowed": [4]}}
-    return sim, start_gateway(sim, upstreams=[gemini(sim, ["sk-good-1"])], models=models)
+    return start(start_simulator, start_gateway, "gemini", simulator_settings={"duration_s": 0.6},
+                 sizes=["720x1280"], seconds_allowed=[4])
 
 
 def stream(gateway, prompt: str = PROMPT[0]["content"]) -> tuple[list[dict], str]:
@@ -57,7 +47,7 @@ def assert_done(video: dict) -> None:
 
 
 def test_fal_shows_its_queue_position_then_the_progress_its_logs_tell(start_simulator, start_gateway):
-    sim, gateway = fal_gateway(start_simulator, start_gateway)
+    sim, gateway = start(start_simulator, start_gateway, "fal")
     videos, text = stream(gateway)
     positions = [v["queue_position"] for v in videos if v["queue_position"] is not None]
     assert positions and positions == sorted(positions, reverse=True)  # it only moves up the line
@@ -71,7 +61,7 @@ def test_fal_shows_its_queue_position_then_the_progress_its_logs_tell(start_simu
 
 
 def test_fal_logs_without_a_figure_get_an_estimate(start_simulator, start_gateway):
-    sim, gateway = fal_gateway(start_simulator, start_gateway)
+    sim, gateway = start(start_simulator, start_gateway, "fal")
     videos, text = stream(gateway, "[quietlogs] a lighthouse")
     assert running(videos) and all(v["progress_estimated"] for v in running(videos))
     assert "Generating: about " in text
@@ -103,10 +93,10 @@ def test_a_gemini_estimate_is_marked_rises_and_stays_below_100_until_the_video_i
 
 
 def test_runway_and_replicate_progress_is_the_providers_own(start_simulator, start_gateway):
-    for start in (runway_gateway, replicate_gateway):
-        sim, gateway = start(start_simulator, start_gateway)
+    for kind in ("runway", "replicate"):
+        sim, gateway = start(start_simulator, start_gateway, kind)
         videos, text = stream(gateway)
-        assert running(videos) and not any(v["progress_estimated"] for v in videos), start.__name__
+        assert running(videos) and not any(v["progress_estimated"] for v in videos), kind
         assert "about" not in text
         assert_done(videos[-1])
 

@@ -9,10 +9,8 @@ from __future__ import annotations
 import base64
 import re
 import time
-from dataclasses import dataclass
 
 import httpx
-import openai
 import orjson
 import pytest
 
@@ -20,7 +18,8 @@ from gateway.config import ConfigError
 from gateway.upstreams.callbacks import Callbacks, StandardWebhooks
 from gateway.upstreams.gemini import CORRELATION, GeminiUpstream
 from gateway.upstreams.provider_http import Wakeups
-from tests.support import ALPHA_KEY, base_config, build_config, finished_video, upstream_table, wait_until
+from tests.providers import models_for, sdk, simulator, start, upstream_for
+from tests.support import base_config, build_config, finished_video, wait_until
 from tests.test_chat import assert_playable_mp4
 
 WHSEC = "whsec_" + base64.b64encode(b"provider-webhook-secret-for-tests!").decode()
@@ -29,43 +28,28 @@ HMAC_SECRET = "or-signing-secret-0123456789abcdef"
 OTHER_HMAC = "or-signing-secret-forged-9876543210"
 
 
-@dataclass(frozen=True)
-class Kind:
-    root: str  # the provider's API root on the simulator
-    model: str
-    secret: str  # the gateway's webhook_secret ("" for fal: its keys are published)
-    other: str  # a secret the gateway does not know
-
-
-KINDS = {
-    "replicate": Kind("/v1", "google/veo-3.1", WHSEC, OTHER_WHSEC),
-    "fal": Kind("", "fal-ai/veo3.1/fast", "", ""),
-    "openrouter": Kind("/api/v1", "google/veo-3.1", HMAC_SECRET, OTHER_HMAC),
-    "gemini": Kind("/v1beta", "veo-3.1-generate-preview", WHSEC, OTHER_WHSEC),
+# kind: (the gateway's webhook_secret, "" for fal whose keys are published; a secret the gateway does not know)
+SECRETS = {
+    "replicate": (WHSEC, OTHER_WHSEC),
+    "fal": ("", ""),
+    "openrouter": (HMAC_SECRET, OTHER_HMAC),
+    "gemini": (WHSEC, OTHER_WHSEC),
 }
 
 
-def webhook_gateway(start_simulator, start_gateway, no_secrets_in_logs, kind: str, *, forged: bool = False,
-                    **upstream):
+def webhook_gateway(start_simulator, start_gateway, no_secrets_in_logs, kind: str, *, forged: bool = False):
     """A simulator of `kind` that calls back, and a gateway that polls it only every 120 s. `forged`: the
     simulator signs with a secret (for fal: a key) the gateway does not trust."""
-    spec = KINDS[kind]
-    sim = start_simulator(kind=kind, duration_s=0.3, webhook_secret=spec.other if forged else spec.secret)
-    table = upstream_table(sim.url + spec.root, kind=kind, poll_interval_s=120, job_timeout_s=300)
+    secret, other = SECRETS[kind]
+    sim = simulator(start_simulator, kind, webhook_secret=other if forged else secret)
+    table = upstream_for(sim, kind, poll_interval_s=120, job_timeout_s=300)
     if kind == "fal":
         keys = start_simulator(kind="fal") if forged else sim  # another simulator's key set: not the signer's
         table.update(webhooks=True, webhook_jwks_url=keys.url + "/.well-known/jwks.json")
     else:
-        table["webhook_secret"] = spec.secret
-        no_secrets_in_logs.append(spec.secret)
-    table.update(upstream)
-    models = {"sora-2": {"upstreams": ["sim"], "upstream_model": spec.model, "sizes": ["720x1280", "1280x720"],
-                         "seconds_allowed": [4, 8]}}
-    return sim, start_gateway(sim, upstreams=[table], models=models)
-
-
-def sdk(gateway) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gateway.url + "/v1", api_key=ALPHA_KEY, max_retries=0)
+        table["webhook_secret"] = secret
+        no_secrets_in_logs.append(secret)
+    return sim, start_gateway(sim, upstreams=[table], models=models_for(kind))
 
 
 def callbacks_counted(gateway, outcome: str) -> float:
@@ -91,7 +75,7 @@ def signature_values(headers: dict) -> list[str]:
     return [v for k, v in headers.items() if k.endswith("signature")]
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", SECRETS)
 def test_the_callback_finishes_the_job_and_a_replay_does_nothing(kind, start_simulator, start_gateway,
                                                                  no_secrets_in_logs):
     sim, gateway = webhook_gateway(start_simulator, start_gateway, no_secrets_in_logs, kind)
@@ -112,7 +96,7 @@ def test_the_callback_finishes_the_job_and_a_replay_does_nothing(kind, start_sim
     assert client.videos.retrieve(video.id).status == "completed" and polls(sim) == seen
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", SECRETS)
 def test_a_callback_signed_by_anyone_else_is_refused_and_the_job_waits_for_its_poll(
         kind, start_simulator, start_gateway, no_secrets_in_logs):
     sim, gateway = webhook_gateway(start_simulator, start_gateway, no_secrets_in_logs, kind, forged=True)
@@ -125,7 +109,7 @@ def test_a_callback_signed_by_anyone_else_is_refused_and_the_job_waits_for_its_p
     assert client.videos.retrieve(created.id).status in ("queued", "in_progress") and polls(sim) == 0
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", SECRETS)
 def test_stale_unsigned_and_tampered_callbacks_get_401_and_unknown_jobs_a_204(kind, start_simulator,
                                                                                start_gateway, no_secrets_in_logs):
     sim, gateway = webhook_gateway(start_simulator, start_gateway, no_secrets_in_logs, kind)
@@ -146,9 +130,7 @@ def test_stale_unsigned_and_tampered_callbacks_get_401_and_unknown_jobs_a_204(ki
 
 
 def test_an_upstream_without_webhooks_is_404_and_asks_for_no_callback(start_simulator, start_gateway):
-    sim = start_simulator(kind="replicate", duration_s=0.2)
-    models = {"sora-2": {"upstreams": ["sim"], "upstream_model": "google/veo-3.1"}}
-    gateway = start_gateway(sim, upstreams=[upstream_table(sim.url + "/v1", kind="replicate")], models=models)
+    sim, gateway = start(start_simulator, start_gateway, "replicate", simulator_settings={"duration_s": 0.2})
     for name in ("sim", "nobody"):
         answer = post(gateway, {"webhook-id": "msg_1"}, b"{}", upstream=name)
         assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found"

@@ -5,40 +5,16 @@ import httpx
 import openai
 import pytest
 
-from tests.support import ADMIN_KEY, ALPHA_KEY, finished_video, wait_until
+from tests.providers import KINDS, calls, jobs, key_states, sdk, start
+from tests.support import finished_video, wait_until
 from tests.test_chat import PROMPT, assert_playable_mp4
 from tests.test_videos_api import PNG
 
-VEO = "google/veo-3.1"
-
-
-def sdk(gateway) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gateway.url + "/v1", api_key=ALPHA_KEY, max_retries=0)
+VEO = KINDS["replicate"].model
 
 
 def replicate_gateway(start_simulator, start_gateway, keys=("sk-good-1",), **model):
-    sim = start_simulator(kind="replicate", duration_s=0.3, retry_after_s=60)
-    upstream = {"name": "sim", "kind": "replicate", "base_url": sim.url + "/v1", "keys": list(keys),
-                "max_concurrent_per_key": 50, "poll_interval_s": 0.05, "timeout_s": 2, "job_timeout_s": 60,
-                "max_retry_s": 10}
-    models = {"sora-2": {"upstreams": ["sim"], "upstream_model": VEO,
-                         "sizes": ["720x1280", "1280x720", "1920x1080", "1024x1792"], "seconds_allowed": [4, 6, 8, 12],
-                         "upstream_params": {"generate_audio": False}, **model}}
-    return sim, start_gateway(sim, upstreams=[upstream], models=models)
-
-
-def jobs(sim) -> list:
-    return list(sim.app.state.sim.provider_jobs.values())
-
-
-def calls(sim, key=None, method=None, path=None) -> list:
-    return [c for c in sim.app.state.sim.calls if (key is None or c.key == key)
-            and (method is None or c.method == method) and (path is None or c.path.startswith(path))]
-
-
-def key_states(gateway) -> set[str]:
-    listing = httpx.get(gateway.url + "/admin/upstreams", headers={"authorization": f"Bearer {ADMIN_KEY}"}).json()
-    return {k["state"] for k in listing["data"][0]["keys"]}
+    return start(start_simulator, start_gateway, "replicate", keys, **model)
 
 
 def test_chat_without_streaming(start_simulator, start_gateway):
