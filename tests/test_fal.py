@@ -1,13 +1,12 @@
-"""`kind = "fal"`: fal's queue API, end to end through the `openai` SDK against its fake."""
+"""`kind = "fal"`: what only fal's queue API does, end to end through the `openai` SDK against its fake. What every
+provider kind does alike is in tests/test_provider_kinds.py."""
 from __future__ import annotations
 
 import httpx
-import openai
-import pytest
 
-from tests.providers import KINDS, calls, jobs, key_states, sdk, start
+from tests.providers import KINDS, jobs, sdk, start
 from tests.support import finished_video, wait_until
-from tests.test_chat import PROMPT, assert_playable_mp4
+from tests.test_chat import assert_playable_mp4
 from tests.test_videos_api import PNG
 
 VEO = KINDS["fal"].model
@@ -16,50 +15,6 @@ KLING = "fal-ai/kling-video/v2.1/master/text-to-video"
 
 def fal_gateway(start_simulator, start_gateway, keys=("sk-good-1",), **model):
     return start(start_simulator, start_gateway, "fal", keys, **model)
-
-
-def test_chat_without_streaming(start_simulator, start_gateway):
-    sim, gateway = fal_gateway(start_simulator, start_gateway)
-    completion = sdk(gateway).chat.completions.create(model="sora-2", messages=PROMPT)
-    assert completion.model_extra["video"]["status"] == "completed"
-    assert_playable_mp4(httpx.get(completion.model_extra["video"]["url"]).content)
-    [job] = jobs(sim)
-    assert job.input == {"generate_audio": False, "negative_prompt": "blurry", "prompt": PROMPT[0]["content"],
-                         "duration": "4s", "aspect_ratio": "9:16", "resolution": "720p"}
-    [submit] = calls(sim, method="POST")
-    assert submit.path == f"/{VEO}" and submit.key == "sk-good-1"
-    # polled at the URLs fal returned, which name only {owner}/{app}; 202 until done, then 200
-    statuses = [c.status for c in calls(sim, path=f"/fal-ai/veo3.1/requests/{job.id}/status")]
-    assert statuses[0] == 202 and statuses[-1] == 200
-
-
-def test_chat_stream_reports_queued_then_in_progress(start_simulator, start_gateway):
-    sim, gateway = fal_gateway(start_simulator, start_gateway)
-    chunks = list(sdk(gateway).chat.completions.create(model="sora-2", messages=PROMPT, stream=True))
-    videos = [c.model_extra["video"] for c in chunks if c.choices]
-    assert videos[-1]["status"] == "completed" and chunks[-1].choices[0].finish_reason == "stop"
-    assert_playable_mp4(httpx.get(videos[-1]["url"]).content)
-
-
-def test_videos_api_create_poll_and_download(start_simulator, start_gateway):
-    sim, gateway = fal_gateway(start_simulator, start_gateway)
-    client = sdk(gateway)
-    created = client.videos.create(model="sora-2", prompt="a slow sunrise", size="1920x1080", seconds="8")
-    assert client.videos.poll(created.id, poll_interval_ms=50).status == "completed"
-    assert_playable_mp4(client.videos.download_content(created.id).read())
-    [job] = jobs(sim)
-    assert (job.input["duration"], job.input["aspect_ratio"], job.input["resolution"]) == ("8s", "16:9", "1080p")
-    assert [c.status for c in calls(sim, path="/files/fal/")] == [200]
-
-
-def test_image_to_video_goes_to_the_image_to_video_model(start_simulator, start_gateway):
-    sim, gateway = fal_gateway(start_simulator, start_gateway)
-    created = sdk(gateway).videos.create(model="sora-2", prompt="animate this", size="1280x720",
-                                         input_reference=("ref.png", PNG, "image/png"))
-    assert sdk(gateway).videos.poll(created.id, poll_interval_ms=50).status == "completed"
-    [job] = jobs(sim)
-    assert job.model == VEO + "/image-to-video"
-    assert (job.reference.source, job.reference.mime, job.reference.size) == ("image_url", "image/png", len(PNG))
 
 
 def test_each_family_gets_its_own_duration_format_and_image_model(start_simulator, start_gateway):
@@ -74,60 +29,6 @@ def test_each_family_gets_its_own_duration_format_and_image_model(start_simulato
     by_prompt = {job.prompt: job for job in jobs(sim)}
     assert by_prompt["a kite"].input == {"cfg_scale": 0.5, "prompt": "a kite", "duration": "10", "aspect_ratio": "16:9"}
     assert by_prompt["animate"].model == "fal-ai/kling-video/v2.1/master/image-to-video"
-
-
-def test_a_content_policy_result_is_a_refusal(start_simulator, start_gateway):
-    sim, gateway = fal_gateway(start_simulator, start_gateway, keys=("sk-good-1", "sk-good-2"))
-    chunks = list(sdk(gateway).chat.completions.create(
-        model="sora-2", stream=True, messages=[{"role": "user", "content": "[refuse] a forbidden scene"}]))
-    assert chunks[-1].choices[0].finish_reason == "content_filter"
-    refused = finished_video(sdk(gateway), chunks[-1].model_extra["video"]["id"])
-    assert refused.error.code == "content_policy_violation" and "flagged" in refused.error.message
-    assert len(calls(sim, method="POST")) == 1 and key_states(gateway) == {"healthy"}
-
-
-def test_a_failed_request_fails_the_video(start_simulator, start_gateway):
-    sim, gateway = fal_gateway(start_simulator, start_gateway)
-    created = sdk(gateway).videos.create(model="sora-2", prompt="[fail] a lighthouse")
-    failed = finished_video(sdk(gateway), created.id)
-    assert failed.status == "failed" and failed.error.code == "internal_server_error"
-
-
-def test_a_rate_limited_key_rests_and_the_next_key_serves(start_simulator, start_gateway):
-    sim, gateway = fal_gateway(start_simulator, start_gateway, keys=("sk-429-a", "sk-good-b"))
-    for i in range(2):
-        completion = sdk(gateway).chat.completions.create(
-            model="sora-2", messages=[{"role": "user", "content": f"scene {i}"}])
-        assert completion.model_extra["video"]["status"] == "completed"
-    assert len(calls(sim, key="sk-429-a")) == 1
-    assert key_states(gateway) == {"cooling", "healthy"}
-
-
-def test_server_errors_while_polling_are_retried(start_simulator, start_gateway):
-    sim, gateway = fal_gateway(start_simulator, start_gateway, keys=("sk-flakyread-a",))
-    completion = sdk(gateway).chat.completions.create(model="sora-2", messages=PROMPT)
-    assert completion.model_extra["video"]["status"] == "completed"
-    assert any(c.status >= 500 for c in calls(sim, method="GET", path="/fal-ai/"))
-
-
-@pytest.mark.parametrize("extra, param, says", [
-    ({"size": "1024x1792"}, "size", "aspect ratios 16:9, 9:16 at 720p, 1080p, 4k"),
-    ({"seconds": "12"}, "seconds", "4, 6, 8 seconds"),
-])
-def test_what_the_model_cannot_make_is_a_400_that_says_what_it_can(start_simulator, start_gateway, extra, param,
-                                                                   says):
-    sim, gateway = fal_gateway(start_simulator, start_gateway)
-    with pytest.raises(openai.BadRequestError) as err:
-        sdk(gateway).videos.create(model="sora-2", prompt="a lighthouse", **extra)
-    assert err.value.param == param and says in err.value.message
-    assert not calls(sim, method="POST")
-
-
-def test_a_422_from_fal_names_the_field(start_simulator, start_gateway):
-    sim, gateway = fal_gateway(start_simulator, start_gateway, upstream_params={"fps": 30})
-    with pytest.raises(openai.BadRequestError) as err:
-        sdk(gateway).videos.create(model="sora-2", prompt="a lighthouse")
-    assert err.value.param == "fps" and "extra fields not permitted" in err.value.message
 
 
 def test_the_fake_answers_202_until_completed_and_names_only_owner_and_app(start_simulator):
