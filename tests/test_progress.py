@@ -1,5 +1,6 @@
 """Progress: the provider's own where it gives one (fal's queue position and logs, Replicate's logs, Runway's
-fraction), the gateway's estimate otherwise, marked as such in the `video` object and the stream's lines."""
+fraction), the gateway's estimate otherwise, marked as such in the `video` object and the stream's lines. Which of
+the two every kind's stream shows is checked by tests/test_provider_kinds.py."""
 from __future__ import annotations
 
 import re
@@ -90,15 +91,6 @@ def test_a_gemini_estimate_is_marked_rises_and_stays_below_100_until_the_video_i
     lines = re.findall(r"> 🎬 Generating: [^\n]*", text)
     assert lines and all(line.startswith("> 🎬 Generating: about ") for line in lines)
     assert_done(videos[-1])
-
-
-def test_runway_and_replicate_progress_is_the_providers_own(start_simulator, start_gateway):
-    for kind in ("runway", "replicate"):
-        sim, gateway = start(start_simulator, start_gateway, kind)
-        videos, text = stream(gateway)
-        assert running(videos) and not any(v["progress_estimated"] for v in videos), kind
-        assert "about" not in text
-        assert_done(videos[-1])
 
 
 # -- the pieces ----------------------------------------------------------------------------------------------
