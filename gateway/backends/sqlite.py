@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import operator
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -72,6 +73,10 @@ ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
 )
 
 _JOB_COLUMNS = JobRecord.columns()
+_LEDGER_COLUMNS = LedgerRow.__slots__
+_INSERT_LEDGER = (f"INSERT OR REPLACE INTO ledger ({', '.join(_LEDGER_COLUMNS)})"
+                  f" VALUES ({', '.join('?' for _ in _LEDGER_COLUMNS)})")
+_ledger_values = operator.attrgetter(*_LEDGER_COLUMNS)
 LOCK_WAIT_S = 5.0
 T = TypeVar("T")
 _BOOL_COLUMNS = {"refused", "has_thumbnail", "deleted"}
@@ -330,18 +335,12 @@ class SQLiteDatabase:
     async def _ledger_insert_many(self, rows: list[LedgerRow]) -> None:
         def insert() -> None:
             with self._transaction():
-                for row in rows:
-                    self._ledger_insert(row)
+                self.conn.executemany(_INSERT_LEDGER, [_ledger_values(row) for row in rows])
 
         await self._write(insert)
 
     def _ledger_insert(self, row: LedgerRow) -> None:
-        names = LedgerRow.__slots__
-        marks = ", ".join("?" for _ in names)
-        self.conn.execute(
-            f"INSERT OR REPLACE INTO ledger ({', '.join(names)}) VALUES ({marks})",
-            tuple(getattr(row, n) for n in names),
-        )
+        self.conn.execute(_INSERT_LEDGER, _ledger_values(row))
 
     async def completed_totals(self, day_start: float, month_start: float) -> dict[str, tuple[int, int, float]]:
         """Per team, what completed requests used since the starts given: (videos that day, video seconds and
