@@ -14,9 +14,13 @@ T = TypeVar("T")
 
 
 class GroupCommit(Generic[T]):
-    def __init__(self, write_many: Callable[[list[T]], Awaitable[None]], max_batch: int = 500) -> None:
+    def __init__(self, write_many: Callable[[list[T]], Awaitable[None]], max_batch: int = 500,
+                 item_errors: tuple[type[Exception], ...] = ()) -> None:
+        """`item_errors` are failures one item can cause (a duplicate key): a batch failing with one is written
+        again item by item, so the others still commit and each caller hears its own answer."""
         self._write_many = write_many
         self._max_batch = max_batch
+        self._item_errors = item_errors
         self._pending: list[tuple[T, asyncio.Future[None]]] = []
         self._flushing: asyncio.Task | None = None
 
@@ -35,12 +39,30 @@ class GroupCommit(Generic[T]):
                 try:
                     await self._write_many([item for item, _ in batch])
                 except Exception as exc:  # noqa: BLE001 - every waiter hears of it
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
+                    if len(batch) > 1 and isinstance(exc, self._item_errors):
+                        for one in batch:
+                            await self._write_alone(one)
+                    else:
+                        _settle(batch, exc)
                 else:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_result(None)
+                    _settle(batch, None)
         finally:
             self._flushing = None
+
+    async def _write_alone(self, entry: tuple[T, asyncio.Future[None]]) -> None:
+        try:
+            await self._write_many([entry[0]])
+        except Exception as exc:  # noqa: BLE001 - its waiter hears of it
+            _settle([entry], exc)
+        else:
+            _settle([entry], None)
+
+
+def _settle(batch: list[tuple[T, asyncio.Future[None]]], exc: Exception | None) -> None:
+    for _, future in batch:
+        if future.done():
+            continue
+        if exc is None:
+            future.set_result(None)
+        else:
+            future.set_exception(exc)

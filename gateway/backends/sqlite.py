@@ -73,6 +73,7 @@ ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
 )
 
 _JOB_COLUMNS = JobRecord.columns()
+_INSERT_JOB = f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) VALUES ({', '.join('?' for _ in _JOB_COLUMNS)})"
 _LEDGER_COLUMNS = LedgerRow.__slots__
 _INSERT_LEDGER = (f"INSERT OR REPLACE INTO ledger ({', '.join(_LEDGER_COLUMNS)})"
                   f" VALUES ({', '.join('?' for _ in _LEDGER_COLUMNS)})")
@@ -95,6 +96,8 @@ class SQLiteDatabase:
         self.conn.executescript(SCHEMA)
         self._add_columns()
         self._ledger_writer: GroupCommit[LedgerRow] = GroupCommit(self._ledger_insert_many)
+        self._job_writer: GroupCommit[tuple[JobRecord, LedgerRow | None]] = GroupCommit(
+            self._insert_jobs, item_errors=(sqlite3.IntegrityError,))
 
     def _add_columns(self) -> None:
         for table, column, definition in ADDED_COLUMNS:
@@ -125,14 +128,15 @@ class SQLiteDatabase:
 
     # jobs
     async def insert_job(self, job: JobRecord, ledger: LedgerRow | None = None) -> None:
-        """Write a job and, in the same transaction, its ledger row (outcome 'pending')."""
-        marks = ", ".join("?" for _ in _JOB_COLUMNS)
+        """Write a job and, in the same transaction, its ledger row (outcome 'pending'); the jobs recorded in
+        one event-loop turn share the transaction."""
+        await self._job_writer.write((job, ledger))
 
+    async def _insert_jobs(self, jobs: list[tuple[JobRecord, LedgerRow | None]]) -> None:
         def insert() -> None:
             with self._transaction():
-                self.conn.execute(f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) VALUES ({marks})", job.values())
-                if ledger is not None:
-                    self._ledger_insert(ledger)
+                self.conn.executemany(_INSERT_JOB, [job.values() for job, _ in jobs])
+                self.conn.executemany(_INSERT_LEDGER, [_ledger_values(row) for _, row in jobs if row is not None])
 
         await self._write(insert)
 
