@@ -98,6 +98,7 @@ class SQLiteDatabase:
         self._ledger_writer: GroupCommit[LedgerRow] = GroupCommit(self._ledger_insert_many)
         self._job_writer: GroupCommit[tuple[JobRecord, LedgerRow | None]] = GroupCommit(
             self._insert_jobs, item_errors=(sqlite3.IntegrityError,))
+        self._advances: GroupCommit[tuple[str, dict[str, Any]]] = GroupCommit(self._advance_many)
 
     def _add_columns(self) -> None:
         for table, column, definition in ADDED_COLUMNS:
@@ -199,7 +200,16 @@ class SQLiteDatabase:
         return {"delivered": int(row[0] or 0), "failed": int(row[1] or 0), "pending": int(row[2] or 0)}
 
     async def advance_job(self, job_id: str, **changes: Any) -> bool:
-        return await self._write(lambda: self._advance(job_id, changes))
+        """Change an unfinished job; False when it had ended. The jobs advanced in one event-loop turn (a list
+        poll reports many at once) share one transaction."""
+        return await self._advances.write((job_id, changes))
+
+    async def _advance_many(self, jobs: list[tuple[str, dict[str, Any]]]) -> list[bool]:
+        def advance() -> list[bool]:
+            with self._transaction():
+                return [self._advance(job_id, changes) for job_id, changes in jobs]
+
+        return await self._write(advance)
 
     def _advance(self, job_id: str, changes: dict[str, Any]) -> bool:
         assignments = ", ".join(f"{name} = ?" for name in changes)
