@@ -261,9 +261,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         uvicorn.run("gateway.asgi:app", workers=args.workers, **options)
         return 0
     from gateway.app import create_app
-    from gateway.server import GatewayServer
+    from gateway.server import GatewayServer, tune_gc
 
     app = create_app(config)
+    tune_gc()
     GatewayServer(uvicorn.Config(app, **options), app).run()
     return 0
 
