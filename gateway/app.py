@@ -12,9 +12,9 @@ from dataclasses import replace
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.routing import Route
 
 from gateway.api import admin, characters, chat, dashboard, health, models, usage, video_edits, videos
+from gateway.api.endpoints import EndpointRoute as Route  # Starlette's Route, with a leaner endpoint wrapper
 from gateway.api.errors import (
     api_error_handler,
     backend_error_handler,
