@@ -1,11 +1,15 @@
 """Cache-hit throughput on one core, as a ratio to a bare Starlette route returning the same bytes.
 
 The gateway (embedded backends, or `--shared` for PostgreSQL + Redis) and a bare Starlette app run in turn
-on core 0 under uvicorn, one worker each; wrk drives them from core 1 with the same POST body. A cache hit
-is the full request path: auth, validation, cache lookup, rate-limit admission, ledger row, response.
+on core 0 under uvicorn, one worker each; wrk drives them from core 1 with the same requests. A cache hit
+is the full request path: auth, validation, cache lookup, rate-limit admission, ledger row, response. A
+retrieve (`GET /v1/videos/{id}` of a finished video) is auth, the lookup and the Video object.
+
+`--workers N` measures scaling instead: the shared backends with one worker and then with N, neither
+pinned, wrk on the same machine (so the load generator takes its share of the same cores).
 
     apt-get install wrk
-    .venv/bin/python bench/cache_hits.py [--seconds 5] [--connections 32] [--shared]
+    .venv/bin/python bench/cache_hits.py [--seconds 5] [--connections 32] [--shared] [--workers 2]
 """
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ from starlette.applications import Starlette
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 json_body, sse_body = open(sys.argv[1], "rb").read(), open(sys.argv[2], "rb").read()
+video_body = open(sys.argv[3], "rb").read()
 
 async def chat(request):
     body = await request.json()
@@ -43,7 +48,11 @@ async def chat(request):
         return StreamingResponse(gen(), media_type="text/event-stream")
     return Response(json_body, media_type="application/json")
 
-app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+async def video(request):
+    return Response(video_body, media_type="application/json")
+
+app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"]),
+                        Route("/v1/videos/{video_id}", video, methods=["GET"])])
 '''
 WRK_SCRIPT = """
 wrk.method = "POST"
@@ -51,6 +60,11 @@ wrk.body = [[{body}]]
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer {key}"
 """
+WRK_GET_SCRIPT = """
+wrk.method = "GET"
+wrk.headers["Authorization"] = "Bearer {key}"
+"""
+KINDS = ("json", "stream", "video")
 
 
 def wait_ready(url: str, timeout: float = 30) -> None:
@@ -64,17 +78,20 @@ def wait_ready(url: str, timeout: float = 30) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-def serve(argv: list[str], log: Path) -> subprocess.Popen:
-    taskset = ["taskset", "-c", "0"] if shutil.which("taskset") else []
+def serve(argv: list[str], log: Path, pin: bool = True) -> subprocess.Popen:
+    taskset = ["taskset", "-c", "0"] if pin and shutil.which("taskset") else []
     return subprocess.Popen(taskset + argv, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
                             env={**os.environ, "SORA_GATEWAY_LOG_LEVEL": "warning"})
 
 
-def wrk(url: str, body: dict, seconds: int, connections: int, workdir: Path) -> dict:
-    script = workdir / "post.lua"
-    script.write_text(WRK_SCRIPT.format(body=json.dumps(body), key=ALPHA_KEY))
-    taskset = ["taskset", "-c", "1"] if shutil.which("taskset") else []
-    out = subprocess.run(taskset + ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s",
+def wrk(url: str, body: dict | None, seconds: int, connections: int, workdir: Path, pin: bool = True) -> dict:
+    """`body` None is a GET."""
+    script = workdir / "request.lua"
+    script.write_text(WRK_GET_SCRIPT.format(key=ALPHA_KEY) if body is None
+                      else WRK_SCRIPT.format(body=json.dumps(body), key=ALPHA_KEY))
+    taskset = ["taskset", "-c", "1"] if pin and shutil.which("taskset") else []
+    threads = "-t1" if pin else "-t2"
+    out = subprocess.run(taskset + ["wrk", threads, f"-c{connections}", f"-d{seconds}s", "--latency", "-s",
                                     str(script), url], capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
@@ -90,13 +107,14 @@ def _ms(match: re.Match | None) -> float | None:
     return round(value / 1000 if unit == "us" else value * 1000 if unit == "s" else value, 3)
 
 
-def run(shared: bool, seconds: int, connections: int) -> dict:
+def run(shared: bool, seconds: int, connections: int, workers: int = 1, pin: bool = True,
+        bare: bool = True) -> dict:
     python = sys.executable
     cli = str(Path(python).parent / "sora-gateway")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         sim_port, gw_port, bare_port = free_port(), free_port(), free_port()
-        sim = serve([cli, "simulator", "--port", str(sim_port), "--duration", "0.2"], work / "sim.log")
+        sim = serve([cli, "simulator", "--port", str(sim_port), "--duration", "0.2"], work / "sim.log", pin)
         raw = base_config(work, f"http://127.0.0.1:{sim_port}/v1")
         raw["server"]["public_url"] = f"http://127.0.0.1:{gw_port}"
         raw["teams"][0]["quotas"] = {"requests_per_minute": 10_000_000}  # admission runs on every hit
@@ -106,8 +124,8 @@ def run(shared: bool, seconds: int, connections: int) -> dict:
             raw["storage"]["redis"] = "redis://127.0.0.1:6379/0"
             raw["storage"]["redis_prefix"] = f"sgwbench:{os.getpid()}:{time.time_ns()}:"
         (work / "gateway.toml").write_text(to_toml(raw))
-        gateway = serve([cli, "serve", "--config", str(work / "gateway.toml"), "--port", str(gw_port)],
-                        work / "gateway.log")
+        gateway = serve([cli, "serve", "--config", str(work / "gateway.toml"), "--port", str(gw_port),
+                         "--workers", str(workers)], work / "gateway.log", pin)
         results: dict = {}
         try:
             wait_ready(f"http://127.0.0.1:{sim_port}/_sim/calls")
@@ -115,44 +133,64 @@ def run(shared: bool, seconds: int, connections: int) -> dict:
             headers = {"authorization": f"Bearer {ALPHA_KEY}"}
             url = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
             json_body = httpx.post(url, json=BODY, headers=headers, timeout=60).content  # the miss
-            assert httpx.post(url, json=BODY, headers=headers).headers["x-cache"] == "hit"
+            hit = httpx.post(url, json=BODY, headers=headers)
+            assert hit.headers.get("x-cache") == "hit", (hit.status_code, hit.text)
             sse_body = httpx.post(url, json={**BODY, "stream": True}, headers=headers).content
+            video_url = f"http://127.0.0.1:{gw_port}/v1/videos/{json.loads(json_body)['video']['id']}"
+            video_body = httpx.get(video_url, headers=headers).raise_for_status().content
             (work / "body.json").write_bytes(json_body)
             (work / "body.sse").write_bytes(sse_body)
-            results["gateway"] = {"json": wrk(url, BODY, seconds, connections, work),
-                                  "stream": wrk(url, {**BODY, "stream": True}, seconds, connections, work)}
-            results["gateway"]["sequential_p50_ms"] = _sequential_p50(url, headers)
+            (work / "body.video").write_bytes(video_body)
+            results["gateway"] = _measure(url, video_url, seconds, connections, work, pin, headers)
         finally:
             gateway.terminate()
             gateway.wait(15)
             sim.terminate()
+        if not bare:
+            return results
         (work / "bare.py").write_text(BARE_APP)
-        bare = serve([python, "-c", f"import sys; sys.argv[1:] = ['{work}/body.json', '{work}/body.sse'];"
-                      f" exec(open('{work}/bare.py').read()); import uvicorn;"
-                      f" uvicorn.run(app, port={bare_port}, log_level='warning')"], work / "bare.log")
+        bare_server = serve([python, "-c", f"import sys; sys.argv[1:] = ['{work}/body.json', '{work}/body.sse',"
+                             f" '{work}/body.video']; exec(open('{work}/bare.py').read()); import uvicorn;"
+                             f" uvicorn.run(app, port={bare_port}, log_level='warning')"], work / "bare.log")
         try:
             wait_ready(f"http://127.0.0.1:{bare_port}/")
             url = f"http://127.0.0.1:{bare_port}/v1/chat/completions"
-            results["bare_starlette"] = {"json": wrk(url, BODY, seconds, connections, work),
-                                         "stream": wrk(url, {**BODY, "stream": True}, seconds, connections, work)}
-            results["bare_starlette"]["sequential_p50_ms"] = _sequential_p50(url, {})
+            video_url = f"http://127.0.0.1:{bare_port}/v1/videos/video_bare"
+            results["bare_starlette"] = _measure(url, video_url, seconds, connections, work, pin, {})
         finally:
-            bare.terminate()
-            bare.wait(15)
+            bare_server.terminate()
+            bare_server.wait(15)
     results["ratio_to_bare"] = {kind: round(results["gateway"][kind]["rps"] / results["bare_starlette"][kind]["rps"],
-                                            3) for kind in ("json", "stream")}
+                                            3) for kind in KINDS}
     return results
 
 
-def _sequential_p50(url: str, headers: dict, count: int = 300) -> float:
+def _measure(url: str, video_url: str, seconds: int, connections: int, work: Path, pin: bool,
+             headers: dict) -> dict:
+    return {"json": wrk(url, BODY, seconds, connections, work, pin),
+            "stream": wrk(url, {**BODY, "stream": True}, seconds, connections, work, pin),
+            "video": wrk(video_url, None, seconds, connections, work, pin),
+            "sequential_p50_ms": _sequential_p50(url, headers),
+            "video_sequential_p50_ms": _sequential_p50(video_url, headers, method="GET")}
+
+
+def _sequential_p50(url: str, headers: dict, count: int = 300, method: str = "POST") -> float:
     """Median latency of one request at a time over a kept-alive connection."""
     timings = []
     with httpx.Client(headers=headers) as client:
         for _ in range(count):
             start = time.perf_counter()
-            client.post(url, json=BODY).raise_for_status()
+            client.request(method, url, json=BODY if method == "POST" else None).raise_for_status()
             timings.append((time.perf_counter() - start) * 1000)
     return round(sorted(timings)[count // 2], 3)
+
+
+def scaling(workers: int, seconds: int, connections: int) -> dict:
+    """Hit throughput (`stream: false`) of the shared backends with one worker and with `workers`, unpinned."""
+    one = run(True, seconds, connections, 1, pin=False, bare=False)["gateway"]
+    many = run(True, seconds, connections, workers, pin=False, bare=False)["gateway"]
+    return {"workers": workers, "one_worker": one, "n_workers": many,
+            "ratio": {kind: round(many[kind]["rps"] / one[kind]["rps"], 3) for kind in KINDS}}
 
 
 def main() -> None:
@@ -161,11 +199,21 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--shared", action="store_true", help="PostgreSQL + Redis backends (local servers)")
     parser.add_argument("--compare", action="store_true", help="embedded and shared backends, same run")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="shared backends, this many workers against one, on every core (no bare run)")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is needed: apt-get install wrk")
-    backends = ["embedded", "shared"] if args.compare else ["shared" if args.shared else "embedded"]
     report: dict = {"benchmark": "cache_hits", "seconds": args.seconds, "connections": args.connections}
+    if args.workers:
+        report["scaling"] = s = scaling(args.workers, args.seconds, args.connections)
+        print(json.dumps(report))
+        for kind in KINDS:
+            print(f"{kind}: 1 worker {s['one_worker'][kind]['rps']:.0f} req/s, {args.workers} workers "
+                  f"{s['n_workers'][kind]['rps']:.0f} req/s: x{s['ratio'][kind]} (shared backends, wrk on the"
+                  f" same {os.cpu_count()} cores)")
+        return
+    backends = ["embedded", "shared"] if args.compare else ["shared" if args.shared else "embedded"]
     for backend in backends:
         report[backend] = run(backend == "shared", args.seconds, args.connections)
     if args.compare:
@@ -180,7 +228,9 @@ def main() -> None:
         print(f"cache hits ({backend}): stream=false {g['json']['rps']:.0f} req/s (bare Starlette "
               f"{b['json']['rps']:.0f}, ratio {ratio['json']}), single-request p50 {g['sequential_p50_ms']} ms "
               f"(bare {b['sequential_p50_ms']} ms); stream=true {g['stream']['rps']:.0f} req/s "
-              f"(bare {b['stream']['rps']:.0f}, ratio {ratio['stream']})")
+              f"(bare {b['stream']['rps']:.0f}, ratio {ratio['stream']}); GET /v1/videos/{{id}} "
+              f"{g['video']['rps']:.0f} req/s (bare {b['video']['rps']:.0f}, ratio {ratio['video']}), "
+              f"single-request p50 {g['video_sequential_p50_ms']} ms (bare {b['video_sequential_p50_ms']} ms)")
     if args.compare:
         c = report["shared_vs_embedded"]
         print(f"shared backends (PostgreSQL + Redis) vs embedded: {c['rps_ratio']}x the hit throughput, "

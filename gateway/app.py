@@ -12,7 +12,6 @@ from dataclasses import replace
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.routing import Route
 
 from gateway.api import (
     admin,
@@ -26,15 +25,14 @@ from gateway.api import (
     video_edits,
     videos,
 )
-from gateway.api.access import AccessMiddleware
+from gateway.api.endpoints import EndpointRoute as Route  # Starlette's Route, with a leaner endpoint wrapper
 from gateway.api.errors import (
     api_error_handler,
     backend_error_handler,
     backend_errors,
     http_exception_handler,
 )
-from gateway.api.inputs import InputGuardMiddleware
-from gateway.api.middleware import RequestIdMiddleware
+from gateway.api.middleware import EdgeMiddleware
 from gateway.api.shapes import video_object
 from gateway.backends.coordination import LocalCoordinator
 from gateway.backends.database import open_database
@@ -362,7 +360,5 @@ def create_app(config: Config) -> Starlette:
 
     app.state.begin_shutdown = begin_shutdown
     app.router.redirect_slashes = False  # its redirect is not an API error and takes its Location from Host
-    app.add_middleware(InputGuardMiddleware)
-    app.add_middleware(AccessMiddleware, metrics=metrics)
-    app.add_middleware(RequestIdMiddleware)  # added last, so outermost: every other layer sees the request id
+    app.add_middleware(EdgeMiddleware, metrics=metrics)
     return app

@@ -10,7 +10,9 @@ import os
 from gateway.app import create_app
 from gateway.config import load_config
 from gateway.observability.logs import configure_logging
+from gateway.server import tune_gc
 
 config = load_config(os.environ.get("SORA_GATEWAY_CONFIG", "config/gateway.toml"))
 configure_logging(config)
 app = create_app(config)
+tune_gc()

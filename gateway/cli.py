@@ -237,6 +237,9 @@ def _when(epoch: int | None) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%d %H:%M")
 
 
+LISTEN_BACKLOG = 16_384
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -247,8 +250,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     configure_logging(config)  # worker processes configure their own, in gateway.asgi
     # An idle keep-alive connection is closed after 5 s; a request body that stalls is cut off by the app
     # (gateway.api.common.BODY_IDLE_TIMEOUT_S). Slow request headers are the reverse proxy's to bound.
+    # A burst of connects beyond the listen backlog is reset by the kernel, so the backlog is sized for the
+    # thousands of streams one process serves (the kernel caps it at net.core.somaxconn).
     options = dict(host=args.host, port=args.port, log_config=None, log_level=logging.getLogger().level,
-                   access_log=False, proxy_headers=True, timeout_graceful_shutdown=5, timeout_keep_alive=5)
+                   access_log=False, proxy_headers=True, timeout_graceful_shutdown=5, timeout_keep_alive=5,
+                   backlog=LISTEN_BACKLOG)
     if args.workers > 1:
         if not config.storage.redis:
             print("error: --workers above 1 needs storage.redis: quotas, single-flight and job leases must be"
@@ -259,9 +265,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         uvicorn.run("gateway.asgi:app", workers=args.workers, **options)
         return 0
     from gateway.app import create_app
-    from gateway.server import GatewayServer
+    from gateway.server import GatewayServer, tune_gc
 
     app = create_app(config)
+    tune_gc()
     GatewayServer(uvicorn.Config(app, **options), app).run()
     return 0
 

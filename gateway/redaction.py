@@ -32,6 +32,7 @@ _SHAPES = re.compile(
 )
 _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.\-]*://[^:/@\s]*:)[^@\s/]+@", re.IGNORECASE)
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_MEMO_TEXT, _MEMO_ENTRIES = 200, 4096  # texts up to this long are remembered, this many at most
 
 
 class Redactor:
@@ -52,11 +53,23 @@ class Redactor:
                 variants |= {secret, quote(secret, safe="")}
         known = sorted(variants, key=len, reverse=True)
         self._known = re.compile("|".join(map(re.escape, known))) if known else None
+        self._seen: dict[str, str] = {}
 
     def __call__(self, text: str, extra: Iterable[str] = ()) -> str:
         for secret in extra:
             if len(secret) >= MIN_SECRET_LENGTH:
                 text = text.replace(secret, REDACTED)
+        if len(text) > _MEMO_TEXT:
+            return self._redact(text)
+        # Log lines repeat most of their fields (method, route, team, model, key label): each is scanned once.
+        done = self._seen.get(text)
+        if done is None:
+            if len(self._seen) >= _MEMO_ENTRIES:
+                self._seen = {}
+            done = self._seen[text] = self._redact(text)
+        return done
+
+    def _redact(self, text: str) -> str:
         if self._known is not None:
             text = self._known.sub(REDACTED, text)
         text = _BEARER.sub(r"\g<1>" + REDACTED, text)

@@ -6,11 +6,12 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from gateway.api.common import JSONResponse, authenticate, read_json, request_id, services
 from gateway.api.errors import error_event
 from gateway.api.shapes import DONE, PING, ChunkWriter, completion, usage, video_status
+from gateway.api.sse import EventStreamResponse
 from gateway.api.ui_answers import answer_ui_task
 from gateway.core import ui_tasks
 from gateway.core.cache import CacheControl
@@ -62,11 +63,12 @@ async def chat_completions(request: Request) -> Response:
     fmt = FORMATS[options.stream_format]
     writer = ChunkWriter(unique_id("chatcmpl-"), int(time.time()), alias)
     if options.stream:  # the first chunk goes out now: the job is recorded, the upstream may still be deciding
-        return StreamingResponse(
-            _stream(gw, generation, fmt, options, writer),
-            media_type="text/event-stream",
-            headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"},
-        )
+        headers.update({"cache-control": "no-cache", "x-accel-buffering": "no"})
+        events = _stream(gw, generation, fmt, options, writer)
+        if generation.handle is None:  # a finished video: every event is known now, so they go in one body
+            return Response(b"".join([event async for event in events]), media_type="text/event-stream",
+                            headers=headers)
+        return EventStreamResponse(events, headers)
     request.state.waiting_since = time.perf_counter()  # the gateway's part ends here; the rest is the upstream's
     try:
         await generation.accepted()  # an upstream that refuses the job is this request's HTTP error

@@ -14,9 +14,8 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
-from gateway.api.errors import error_response
 from gateway.errors import APIError, bad_request
 
 MAX_JSON_DEPTH = 32
@@ -109,22 +108,8 @@ def _walk(document: Any) -> None:
             stack.append((item, child[:200], depth + 1))
 
 
-class InputGuardMiddleware:
-    """400 for a path or query string holding control characters, or a query string that is too long."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            problem = _request_problem(scope)
-            if problem is not None:
-                await error_response(problem)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
-def _request_problem(scope: Scope) -> APIError | None:
+def request_problem(scope: Scope) -> APIError | None:
+    """A 400 for a path or query string holding control characters, or a query string that is too long."""
     if _CONTROL_ANY.search(scope["path"]):
         return APIError(400, "The request path contains a control character (such as an encoded %00 or %0A);"
                              " remove it.", code="invalid_path")

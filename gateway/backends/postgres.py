@@ -155,6 +155,8 @@ class PostgresDatabase:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
         self._ledger_writer: GroupCommit[LedgerRow] = GroupCommit(self._ledger_insert_many)
+        self._job_writer: GroupCommit[tuple[JobRecord, LedgerRow | None]] = GroupCommit(
+            self._insert_jobs, item_errors=(asyncpg.IntegrityConstraintViolationError,))
 
     @classmethod
     async def connect(cls, dsn: str, *, min_size: int = 1, max_size: int = 10,
@@ -183,11 +185,16 @@ class PostgresDatabase:
 
     # jobs
     async def insert_job(self, job: JobRecord, ledger: LedgerRow | None = None) -> None:
-        """Write a job and, in the same transaction, its ledger row (outcome 'pending')."""
+        """Write a job and, in the same transaction, its ledger row (outcome 'pending'); the jobs recorded in
+        one event-loop turn share the transaction."""
+        await self._job_writer.write((job, ledger))
+
+    async def _insert_jobs(self, jobs: list[tuple[JobRecord, LedgerRow | None]]) -> None:
+        rows = [tuple(getattr(r, n) for n in _LEDGER_COLUMNS) for _, r in jobs if r is not None]
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(_INSERT_JOB, *_job_values(_JOB_COLUMNS, job.values()))
-            if ledger is not None:
-                await conn.execute(_UPSERT_LEDGER, *(getattr(ledger, n) for n in _LEDGER_COLUMNS))
+            await conn.executemany(_INSERT_JOB, [tuple(_job_values(_JOB_COLUMNS, job.values())) for job, _ in jobs])
+            if rows:
+                await conn.executemany(_UPSERT_LEDGER, rows)
 
     async def finish_job(self, job_id: str, changes: dict[str, Any], outcome: str, cost_usd: float,
                          events: tuple[WebhookEvent, ...] = ()) -> bool:

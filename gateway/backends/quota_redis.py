@@ -97,6 +97,21 @@ end
 return {1, requests}
 """
 
+# The request rate alone (a cache hit or a join): ADMIT with count_job 0, with only what that reads.
+# KEYS: 1 rpm. ARGV: 1 rpm limit (-1 is unlimited), 2 rpm ttl. Returns what ADMIT returns.
+ADMIT_REQUEST = """
+local requests = tonumber(redis.call('GET', KEYS[1]) or '0')
+local rpm_limit = tonumber(ARGV[1])
+if rpm_limit >= 0 and requests >= rpm_limit then
+    return {0, 1, requests, requests}
+end
+requests = redis.call('INCR', KEYS[1])
+if requests == 1 then
+    redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+return {1, requests}
+"""
+
 # KEYS: 1 active, 2 reservation. ARGV: 1 reservation id.
 SETTLE = """
 redis.call('ZREM', KEYS[1], ARGV[1])
@@ -164,6 +179,7 @@ class RedisQuotaStore:
         self.prefix = prefix
         self.reservation_ttl_s = reservation_ttl_s
         self._admit = redis.register_script(ADMIT)
+        self._admit_request = redis.register_script(ADMIT_REQUEST)
         self._settle = redis.register_script(SETTLE)
         self._refund = redis.register_script(REFUND)
         self._seed = redis.register_script(SEED)
@@ -187,8 +203,12 @@ class RedisQuotaStore:
             now = time.time()
         base = self._base(team)
         minute = minute_at(now)
+        if not count_job:
+            reply = await self._admit_request(keys=(f"{base}rpm:{minute}",), args=(
+                _limit(limits.requests_per_minute), _ttl((minute + 1) * 60, now, MINUTE_MARGIN_S)))
+            return self._answer(team, limits, charge, reply, None, now)
         calendar = calendar_at(now)
-        reservation_id = f"{self._id_prefix}{next(self._ids):x}" if count_job else ""
+        reservation_id = f"{self._id_prefix}{next(self._ids):x}"
         budget = limits.budget_usd_per_month
         reply = await self._admit(
             keys=(
@@ -201,7 +221,7 @@ class RedisQuotaStore:
             ),
             args=(
                 repr(now),
-                1 if count_job else 0,
+                1,  # count_job: a request alone goes through ADMIT_REQUEST
                 _limit(limits.requests_per_minute),
                 _limit(limits.concurrent_jobs),
                 _limit(limits.videos_per_day),
@@ -218,8 +238,12 @@ class RedisQuotaStore:
                 _ttl(calendar.month_end, now, WINDOW_MARGIN_S),
             ),
         )
+        return self._answer(team, limits, charge, reply, reservation_id, now)
+
+    def _answer(self, team: str, limits: QuotaConfig, charge: Charge, reply: list, reservation_id: str | None,
+                now: float) -> Admission | Rejection:
         if reply[0] == 1:
-            return admission(reservation_id or None, limits.requests_per_minute, reply[1], now)
+            return admission(reservation_id, limits.requests_per_minute, reply[1], now)
         _, index, used, requests = reply
         limit = LIMITS[index - 1]
         requested = (1, 1, charge.videos, charge.video_seconds, to_micros(charge.usd))[index - 1]

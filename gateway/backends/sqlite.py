@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import operator
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -77,6 +78,11 @@ ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
 )
 
 _JOB_COLUMNS = JobRecord.columns()
+_INSERT_JOB = f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) VALUES ({', '.join('?' for _ in _JOB_COLUMNS)})"
+_LEDGER_COLUMNS = LedgerRow.__slots__
+_INSERT_LEDGER = (f"INSERT OR REPLACE INTO ledger ({', '.join(_LEDGER_COLUMNS)})"
+                  f" VALUES ({', '.join('?' for _ in _LEDGER_COLUMNS)})")
+_ledger_values = operator.attrgetter(*_LEDGER_COLUMNS)
 LOCK_WAIT_S = 5.0
 T = TypeVar("T")
 _BOOL_COLUMNS = {"refused", "has_thumbnail", "deleted", "resubmitted", "progress_estimated"}
@@ -95,6 +101,9 @@ class SQLiteDatabase:
         self.conn.executescript(SCHEMA)
         self._add_columns()
         self._ledger_writer: GroupCommit[LedgerRow] = GroupCommit(self._ledger_insert_many)
+        self._job_writer: GroupCommit[tuple[JobRecord, LedgerRow | None]] = GroupCommit(
+            self._insert_jobs, item_errors=(sqlite3.IntegrityError,))
+        self._advances: GroupCommit[tuple[str, dict[str, Any]]] = GroupCommit(self._advance_many)
 
     def _add_columns(self) -> None:
         for table, column, definition in ADDED_COLUMNS:
@@ -125,14 +134,15 @@ class SQLiteDatabase:
 
     # jobs
     async def insert_job(self, job: JobRecord, ledger: LedgerRow | None = None) -> None:
-        """Write a job and, in the same transaction, its ledger row (outcome 'pending')."""
-        marks = ", ".join("?" for _ in _JOB_COLUMNS)
+        """Write a job and, in the same transaction, its ledger row (outcome 'pending'); the jobs recorded in
+        one event-loop turn share the transaction."""
+        await self._job_writer.write((job, ledger))
 
+    async def _insert_jobs(self, jobs: list[tuple[JobRecord, LedgerRow | None]]) -> None:
         def insert() -> None:
             with self._transaction():
-                self.conn.execute(f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) VALUES ({marks})", job.values())
-                if ledger is not None:
-                    self._ledger_insert(ledger)
+                self.conn.executemany(_INSERT_JOB, [job.values() for job, _ in jobs])
+                self.conn.executemany(_INSERT_LEDGER, [_ledger_values(row) for _, row in jobs if row is not None])
 
         await self._write(insert)
 
@@ -196,7 +206,16 @@ class SQLiteDatabase:
         return {"delivered": int(row[0] or 0), "failed": int(row[1] or 0), "pending": int(row[2] or 0)}
 
     async def advance_job(self, job_id: str, **changes: Any) -> bool:
-        return await self._write(lambda: self._advance(job_id, changes))
+        """Change an unfinished job; False when it had ended. The jobs advanced in one event-loop turn (a list
+        poll reports many at once) share one transaction."""
+        return await self._advances.write((job_id, changes))
+
+    async def _advance_many(self, jobs: list[tuple[str, dict[str, Any]]]) -> list[bool]:
+        def advance() -> list[bool]:
+            with self._transaction():
+                return [self._advance(job_id, changes) for job_id, changes in jobs]
+
+        return await self._write(advance)
 
     def _advance(self, job_id: str, changes: dict[str, Any]) -> bool:
         assignments = ", ".join(f"{name} = ?" for name in changes)
@@ -336,18 +355,12 @@ class SQLiteDatabase:
     async def _ledger_insert_many(self, rows: list[LedgerRow]) -> None:
         def insert() -> None:
             with self._transaction():
-                for row in rows:
-                    self._ledger_insert(row)
+                self.conn.executemany(_INSERT_LEDGER, [_ledger_values(row) for row in rows])
 
         await self._write(insert)
 
     def _ledger_insert(self, row: LedgerRow) -> None:
-        names = LedgerRow.__slots__
-        marks = ", ".join("?" for _ in names)
-        self.conn.execute(
-            f"INSERT OR REPLACE INTO ledger ({', '.join(names)}) VALUES ({marks})",
-            tuple(getattr(row, n) for n in names),
-        )
+        self.conn.execute(_INSERT_LEDGER, _ledger_values(row))
 
     async def completed_totals(self, day_start: float, month_start: float) -> dict[str, tuple[int, int, float]]:
         """Per team, what completed requests used since the starts given: (videos that day, video seconds and

@@ -8,16 +8,22 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import orjson
+from cachetools import TTLCache
 
 from gateway.core.coordination import Coordinator
 from gateway.core.database import Database
 from gateway.core.feed import JobHandle
 from gateway.core.keypool import KeySlot
-from gateway.core.records import JobRecord
+from gateway.core.records import JobRecord, is_terminal
 from gateway.core.upstream import Upstream
 
 log = logging.getLogger("gateway.jobs")
 ATTACH_WAIT_S = 5.0  # how long a job named by another instance's flight claim may take to appear in the database
+# Finished jobs read recently, so polling a finished video costs no database read. A finished record only
+# changes when it is deleted: here that updates the cached record itself (or `forget` drops it); a delete
+# made through another instance shows here within FINISHED_TTL_S.
+FINISHED_TTL_S = 5.0
+FINISHED_MAX = 10_000
 
 
 @dataclass(slots=True)
@@ -44,6 +50,7 @@ class LiveJobs:
         self.coordinator = coordinator
         self.followed: dict[str, FollowedJob] = {}
         self.watched: dict[str, JobHandle] = {}
+        self._finished: TTLCache[str, JobRecord] = TTLCache(maxsize=FINISHED_MAX, ttl=FINISHED_TTL_S)
 
     def live(self, job_id: str) -> JobHandle | None:
         followed = self.followed.get(job_id)
@@ -56,7 +63,18 @@ class LiveJobs:
     async def find(self, job_id: str) -> JobRecord | None:
         """A job's record: the live one while it runs here, else the database's."""
         handle = self.live(job_id)
-        return handle.record if handle is not None else await self.db.get_job(job_id)
+        if handle is not None:
+            return handle.record
+        record = self._finished.get(job_id)
+        if record is None:
+            record = await self.db.get_job(job_id)
+            if record is not None and is_terminal(record.status):
+                self._finished[job_id] = record
+        return record
+
+    def forget(self, job_id: str) -> None:
+        """A finished job was deleted or expired: read it from the database next time."""
+        self._finished.pop(job_id, None)
 
     async def attach(self, job_id: str, wait_s: float = ATTACH_WAIT_S) -> JobHandle | None:
         """A handle on any job, followed here or elsewhere, that a client can wait on."""

@@ -29,8 +29,8 @@ class Retention:
         expired = await self.db.expired_jobs(before)
         for record in expired:
             await self.store.delete(record.id)
-            await self.forget(record)
             await self.db.update_job(record.id, deleted=True)
+            await self.forget(record)  # after the update, so no read in between caches it as not deleted
         if expired:
             log.info("swept expired videos", extra={"count": len(expired)})
         return len(expired)

@@ -78,6 +78,7 @@ class VideoService:
 
     async def forget(self, record: JobRecord) -> None:
         """A video was deleted or expired: never serve it as a hit again, and let no request join its job."""
+        self.live.forget(record.id)
         if record.cache_key:
             self._hits.pop(record.cache_key, None)
             await self.flights.release(record)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.core.person_prompt import strip_gateway_text
-from gateway.core.ui_templates import TEMPLATES, UiTemplate
+from gateway.core.ui_templates import ANY_TEMPLATE, TEMPLATES, UiTemplate
 
 VIDEO_ID = re.compile(r"\bvideo_[0-9a-f]{32}\b")
 _SPEAKER_LINE = re.compile(r"^\s*(?:USER|User|user|Human|human|用户)\s*[:：]\s*(\S.*)$", re.MULTILINE)
@@ -46,7 +46,7 @@ def match(body: dict[str, Any]) -> UiTask | None:
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
         return None
     text = task_text(messages)
-    if not text:
+    if not text or ANY_TEMPLATE.search(text) is None:
         return None
     template = next((t for t in TEMPLATES if t.matches(text)), None)
     return UiTask(template, messages) if template is not None else None

@@ -75,3 +75,6 @@ TEMPLATES: tuple[UiTemplate, ...] = (
     # Chatbox: src/renderer/packages/prompts.ts, nameConversation
     _t("chatbox", "title", "title_text", r"Based on the chat history, give this conversation a name\."),
 )
+
+# Every template's first pattern in one expression: a request a person wrote is told apart in one search.
+ANY_TEMPLATE = re.compile("|".join(f"(?:{t.patterns[0].pattern})" for t in TEMPLATES), re.IGNORECASE)

@@ -173,10 +173,11 @@ class Metrics(MetricsSink):
                                           ["upstream", "outcome"], registry=r)
         for outcome in ("delivered", "retry", "failed"):
             self.webhooks.labels(outcome)
-        for result in CACHE_RESULTS:
-            self.cache.labels(result)
+        self._cache_children = {result: self.cache.labels(result) for result in CACHE_RESULTS}
         for limit in LIMITS:
             self.quota_rejections.labels(limit)
+        self._ledger_children: dict[str, Any] = {}
+        self._request_children: dict[tuple[str, str, int, str], tuple[Any, Any]] = {}  # bounded like the labels
         self._live = LiveStateCollector()
         r.register(self._live)
 
@@ -189,8 +190,12 @@ class Metrics(MetricsSink):
         return generate_latest(self.registry)
 
     def request(self, route: str, method: str, status: int, team: str, overhead_s: float) -> None:
-        self.requests.labels(route, method, str(status), team).inc()
-        self.overhead.labels(route).observe(overhead_s)
+        children = self._request_children.get((route, method, status, team))
+        if children is None:  # label lookups cost more than the update: once per label set
+            children = self._request_children[(route, method, status, team)] = (
+                self.requests.labels(route, method, str(status), team), self.overhead.labels(route))
+        children[0].inc()
+        children[1].observe(overhead_s)
 
     def upstream_call(self, upstream: str, key: str, operation: str) -> UpstreamCall:
         return UpstreamCall(self, upstream, key, operation)
@@ -216,7 +221,7 @@ class Metrics(MetricsSink):
         self.open_streams.dec()
 
     def cache_result(self, result: str) -> None:
-        self.cache.labels(result).inc()
+        self._cache_children[result].inc()
 
     def ui_task(self, ui: str, task: str) -> None:
         self.ui_tasks.labels(ui, task).inc()
@@ -231,7 +236,10 @@ class Metrics(MetricsSink):
         self.quota_rejections.labels(limit).inc()
 
     def ledger_write(self, operation: str, seconds: float) -> None:
-        self.ledger_writes.labels(operation).observe(seconds)
+        child = self._ledger_children.get(operation)
+        if child is None:
+            child = self._ledger_children[operation] = self.ledger_writes.labels(operation)
+        child.observe(seconds)
 
 
 class LiveStateCollector(Collector):

@@ -19,6 +19,9 @@ from gateway.upstreams.list_poll import PAGE_SIZE, ListPoller
 from gateway.upstreams.reconcile import Claims, created_near
 
 MAX_CONNECTIONS = 128  # per upstream
+# An idle connection is given up before common servers close theirs (uvicorn and many proxies: 5 s), so a busy
+# event loop never sends a create on a connection the server is closing (a reset, counted against the key).
+IDLE_CONNECTION_S = 4.0
 _DOWNLOADS = 16  # of which content downloads may hold at most this many
 _MAX_ERROR_BODY = 64 * 1024
 
@@ -63,7 +66,8 @@ class VideosUpstream:
         """The pooled session, made inside the running event loop on first use."""
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS, limit_per_host=MAX_CONNECTIONS),
+                connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS, limit_per_host=MAX_CONNECTIONS,
+                                               keepalive_timeout=IDLE_CONNECTION_S),
                 json_serialize=lambda value: orjson.dumps(value).decode(),
             )
         return self._session
