@@ -26,6 +26,7 @@ from gateway.api import (
     videos,
 )
 from gateway.api.endpoints import EndpointRoute as Route  # Starlette's Route, with a leaner endpoint wrapper
+from gateway.api.endpoints import HotRoutes
 from gateway.api.errors import (
     api_error_handler,
     backend_error_handler,
@@ -72,6 +73,10 @@ KEY_USE_FLUSH_S = 5.0
 PROVIDER_KINDS: dict[str, Callable[..., Upstream]] = {
     "gemini": GeminiUpstream, "openrouter": OpenRouterUpstream, "fal": FalUpstream, "replicate": ReplicateUpstream,
     "runway": RunwayUpstream}
+
+
+# Routes that most requests take (polling a video, cache hits), dispatched by the edge layer itself.
+HOT_ROUTES = (("/v1/videos/{video_id}", {"GET", "HEAD"}), ("/v1/chat/completions", {"POST"}))
 
 
 def redis_client_name(config: Config) -> str:
@@ -360,5 +365,7 @@ def create_app(config: Config) -> Starlette:
 
     app.state.begin_shutdown = begin_shutdown
     app.router.redirect_slashes = False  # its redirect is not an API error and takes its Location from Host
-    app.add_middleware(EdgeMiddleware, metrics=metrics)
+    hot = HotRoutes(app.router, [route for route in routes if (route.path, route.methods) in HOT_ROUTES],
+                    app.exception_handlers)
+    app.add_middleware(EdgeMiddleware, metrics=metrics, hot=hot)
     return app

@@ -2,7 +2,8 @@
 string, the request metrics and one access log line, and an envelope for anything unexpected.
 
 One layer rather than one per concern, because each layer wraps `send` and adds a coroutine to every request
-and every streamed chunk.
+and every streamed chunk. The hot routes (`HotRoutes`) are called from here directly, past Starlette's router
+and exception layers.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.api.access import access_line, route_of
+from gateway.api.endpoints import HotRoutes
 from gateway.api.errors import error_response
 from gateway.api.inputs import request_problem
 from gateway.ids import unique_id
@@ -26,9 +28,10 @@ _EVENT_STREAM = b"text/event-stream"
 
 
 class EdgeMiddleware:
-    def __init__(self, app: ASGIApp, metrics: MetricsSink) -> None:
+    def __init__(self, app: ASGIApp, metrics: MetricsSink, hot: HotRoutes | None = None) -> None:
         self.app = app
         self.metrics = metrics
+        self.hot = hot
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -62,6 +65,8 @@ class EdgeMiddleware:
             problem = request_problem(scope)
             if problem is not None:
                 await error_response(problem)(scope, receive, observe)
+            elif self.hot is not None and (route := self.hot.find(scope)) is not None:
+                await route.app(scope, receive, observe)
             else:
                 await self.app(scope, receive, observe)
         except Exception:
