@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from starlette.datastructures import UploadFile
 from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
 from starlette.requests import Request
@@ -256,9 +257,12 @@ async def retrieve_video(request: Request) -> Response:
     principal = await authenticate(request)
     gw = services(request)
     record = await own_job(request, request.path_params["video_id"], principal.team.name)
-    done = record.status in ("completed", "failed")
-    headers = {} if done else {"openai-poll-after-ms": str(poll_after_ms(gw, record))}
-    return JSONResponse(video_object(record, gw.signer.expiry()), headers=headers)
+    expires = gw.signer.expiry()
+    if record.status in ("completed", "failed"):  # a finished video is polled as it was: encoded once a second
+        return Response(gw.live.encoded(record, expires, lambda r: orjson.dumps(video_object(r, expires))),
+                        media_type="application/json")
+    headers = {"openai-poll-after-ms": str(poll_after_ms(gw, record))}
+    return JSONResponse(video_object(record, expires), headers=headers)
 
 
 def poll_after_ms(gw, record: JobRecord) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import orjson
@@ -44,13 +44,22 @@ class FollowedJob:
         return self.handle.record
 
 
+@dataclass(slots=True)
+class _Finished:
+    """A finished record read recently, and the last encoding of it that was asked for (`LiveJobs.encoded`)."""
+
+    record: JobRecord
+    key: object = None
+    body: bytes | None = None
+
+
 class LiveJobs:
     def __init__(self, db: Database, coordinator: Coordinator) -> None:
         self.db = db
         self.coordinator = coordinator
         self.followed: dict[str, FollowedJob] = {}
         self.watched: dict[str, JobHandle] = {}
-        self._finished: TTLCache[str, JobRecord] = TTLCache(maxsize=FINISHED_MAX, ttl=FINISHED_TTL_S)
+        self._finished: TTLCache[str, _Finished] = TTLCache(maxsize=FINISHED_MAX, ttl=FINISHED_TTL_S)
 
     def live(self, job_id: str) -> JobHandle | None:
         followed = self.followed.get(job_id)
@@ -65,12 +74,23 @@ class LiveJobs:
         handle = self.live(job_id)
         if handle is not None:
             return handle.record
-        record = self._finished.get(job_id)
-        if record is None:
-            record = await self.db.get_job(job_id)
-            if record is not None and is_terminal(record.status):
-                self._finished[job_id] = record
+        finished = self._finished.get(job_id)
+        if finished is not None:
+            return finished.record
+        record = await self.db.get_job(job_id)
+        if record is not None and is_terminal(record.status):
+            self._finished[job_id] = _Finished(record)
         return record
+
+    def encoded(self, record: JobRecord, key: object, encode: Callable[[JobRecord], bytes]) -> bytes:
+        """`encode(record)`, kept with the finished record `find` returned while `key` (what else the bytes
+        depend on, such as a link expiry) stays the same; dropped with the record (`forget`, or its TTL)."""
+        finished = self._finished.get(record.id)
+        if finished is None or finished.record is not record:
+            return encode(record)
+        if finished.key != key or finished.body is None:
+            finished.key, finished.body = key, encode(record)
+        return finished.body
 
     def forget(self, job_id: str) -> None:
         """A finished job was deleted or expired: read it from the database next time."""
