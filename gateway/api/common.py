@@ -87,6 +87,8 @@ async def read_body(request: Request, limit: int) -> bytearray:
     try:
         async with asyncio.timeout(BODY_IDLE_TIMEOUT_S) as idle:
             async for chunk in request.stream():
+                if not chunk:  # the stream's closing b"": the body is complete, no timer to move
+                    continue
                 end = filled + len(chunk)
                 if end > limit:
                     raise too_large(limit)
