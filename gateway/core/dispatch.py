@@ -87,14 +87,6 @@ class Dispatcher:
                                                "status": exc.status})
                             pool.succeeded(slot.state)
                             return Submitted(name, upstream, slot, found, resubmitting)
-                        if not absent and self._ambiguous_policy(name, upstream) == "fail":
-                            await pool.release(slot)
-                            await pool.failed(slot.state, decision.key, _reason(exc), exc.retry_after)
-                            log.warning("a create's answer was lost and its job cannot be looked for; not resent",
-                                        extra={"upstream": name, "upstream_key": slot.key.label,
-                                               "status": exc.status, "error": exc.message})
-                            raise _unconfirmed(exc) from None
-                        resubmitting = True
                     await pool.release(slot)
                     await pool.failed(slot.state, decision.key, _reason(exc), exc.retry_after)
                     log.warning(f"upstream {operation.value} failed",
@@ -102,6 +94,10 @@ class Dispatcher:
                                        "error": exc.message})
                     if decision.action is Action.CLIENT:
                         raise _client_error(exc) from None
+                    if decision.action is Action.RECONCILE:
+                        if not absent and self._ambiguous_policy(name, upstream) == "fail":
+                            raise _unconfirmed(exc) from None
+                        resubmitting = True
                     last_error = exc
                     if decision.action in (Action.BACKOFF, Action.RECONCILE):
                         attempt += 1
