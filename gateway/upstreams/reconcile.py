@@ -5,6 +5,7 @@ job of this gateway follows yet (`Claims`: the ids this process handed out, newe
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +28,17 @@ class Claims:
 
     def __contains__(self, upstream_id: object) -> bool:
         return upstream_id in self._ids
+
+    def claim_made(self, listing: Any, sent_at: float, made_by: Callable[[dict[str, Any]], bool],
+                   valid_id: Callable[[str], object] = lambda _: True) -> str | None:
+        """The first job of a provider's listing that a lost create made, claimed: one with a valid id that no
+        job follows yet, created around `sent_at`, whose input `made_by` recognises. None when there is none."""
+        for job in listing if isinstance(listing, list) else ():
+            job_id = job.get("id") if isinstance(job, dict) else None
+            if isinstance(job_id, str) and valid_id(job_id) and job_id not in self \
+                    and created_near(job.get("created_at"), sent_at) and made_by(job):
+                return self.add(job_id)
+        return None
 
 
 def created_near(value: Any, sent_at: float) -> bool:

@@ -25,7 +25,7 @@ from gateway.redaction import NO_SECRETS, Redactor
 from gateway.upstreams.http import clean_status, error_from_status, json_document
 from gateway.upstreams.log_progress import percent_in
 from gateway.upstreams.provider_http import ProviderHTTP, follow_job
-from gateway.upstreams.reconcile import Claims, created_near
+from gateway.upstreams.reconcile import Claims
 from gateway.upstreams.shapes import aspect_and_resolution, cannot
 
 if TYPE_CHECKING:
@@ -110,14 +110,8 @@ class ReplicateUpstream:
         model = (spec.image_model or spec.upstream_model) if spec.image else spec.upstream_model
         sent = self.input(spec, model.partition(":")[0])
         answer = await self.http.call("GET", self.http.url("predictions"), key, _auth(key))
-        results = answer.body.get("results") if isinstance(answer.body.get("results"), list) else []
-        for prediction in results:
-            if isinstance(prediction, dict) and isinstance(prediction.get("id"), str) \
-                    and _ID.fullmatch(prediction["id"]) and prediction["id"] not in self._claimed \
-                    and created_near(prediction.get("created_at"), sent_at) \
-                    and _same_input(prediction.get("input"), sent):
-                return self._claimed.add(prediction["id"])
-        return None
+        return self._claimed.claim_made(answer.body.get("results"), sent_at,
+                                        lambda prediction: _same_input(prediction.get("input"), sent), _ID.fullmatch)
 
     def check(self, spec: GenerationSpec) -> None:
         """Raise the 400 a request for `spec` would get before any call (UpstreamError); check-config uses it."""

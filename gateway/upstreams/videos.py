@@ -16,7 +16,7 @@ from gateway.observability.metrics import NULL_METRICS, MetricsSink
 from gateway.redaction import NO_SECRETS, Redactor
 from gateway.upstreams.http import DownloadBody, clean_status, connection_error, error_from_status
 from gateway.upstreams.list_poll import PAGE_SIZE, ListPoller
-from gateway.upstreams.reconcile import Claims, created_near
+from gateway.upstreams.reconcile import Claims
 
 MAX_CONNECTIONS = 128  # per upstream
 # An idle connection is given up before common servers close theirs (uvicorn and many proxies: 5 s), so a busy
@@ -99,12 +99,8 @@ class VideosUpstream:
             wanted["remixed_from_video_id"] = spec.remix_of
         elif spec.operation == "create":
             wanted.update(model=spec.upstream_model, size=spec.size, seconds=str(spec.seconds))
-        for video in page.get("data") if isinstance(page.get("data"), list) else ():
-            if isinstance(video, dict) and isinstance(video.get("id"), str) and video["id"] not in self._claimed \
-                    and created_near(video.get("created_at"), sent_at) \
-                    and all(str(video.get(name)) == value for name, value in wanted.items()):
-                return self._claimed.add(video["id"])
-        return None
+        return self._claimed.claim_made(
+            page.get("data"), sent_at, lambda video: all(str(video.get(n)) == v for n, v in wanted.items()))
 
     async def _source_job(self, spec: GenerationSpec, key: UpstreamKey) -> dict[str, Any]:
         """POST /videos/edits or /videos/extensions, of an upstream video by id or of an uploaded MP4."""
