@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from tests.providers import KINDS, sdk, start
-from tests.support import ADMIN_KEY
+from tests.support import ADMIN_KEY, free_port
 from tests.test_chat import assert_playable_mp4
 
 LISTABLE = ("videos", "replicate")  # the kinds whose provider lists a key's jobs
@@ -54,6 +54,17 @@ def test_a_lost_create_that_cannot_be_looked_up_is_not_sent_again(start_simulato
     assert (creates(sim), made(sim, kind)) == (1, 1)
     total = usage_total(gateway)
     assert (total["requests"], total["videos"], total["cost_usd"]) == (1, 0, 0.0)  # the client pays nothing
+
+
+def test_a_create_that_never_connected_is_retried_not_taken_for_a_lost_one(start_simulator, start_gateway):
+    """Nothing can have been made where no connection was: gemini, which never resends a lost create, keeps
+    trying this one until its retry budget is spent and answers 503, not `create_unconfirmed`."""
+    _, gateway = start(start_simulator, start_gateway, "gemini",
+                       upstream={"base_url": f"http://127.0.0.1:{free_port()}/v1beta", "max_retry_s": 1})
+    with pytest.raises(openai.APIStatusError) as err:
+        sdk(gateway).videos.create(model="sora-2", prompt="a kite over the dunes", size="1280x720", seconds="4")
+    assert err.value.status_code == 503 and err.value.code == "upstream_unavailable"
+    assert usage_total(gateway)["resubmitted"] == 0
 
 
 def test_resubmit_sends_it_again_and_the_ledger_says_so(start_simulator, start_gateway):

@@ -7,7 +7,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support import ADMIN_KEY, ALPHA_KEY, free_port
+from tests.support import ADMIN_KEY, ALPHA_KEY
 from tests.test_chat import PROMPT, assert_playable_mp4
 
 
@@ -102,18 +102,6 @@ def test_a_hanging_key_times_out_and_the_job_moves_on_marked_as_sent_again(start
     assert calls(sim, key="sk-good-b", method="POST") == 1
     usage = httpx.get(gateway.url + "/admin/usage", headers={"authorization": f"Bearer {ADMIN_KEY}"}).json()
     assert usage["total"]["resubmitted"] == 1
-
-
-def test_a_create_that_never_connected_moves_on_unmarked(start_simulator, start_gateway):
-    sim = start_simulator()
-    closed = {"name": "closed", "kind": "videos", "base_url": f"http://127.0.0.1:{free_port()}/v1",
-              "keys": ["sk-good-z"], "timeout_s": 2, "max_retry_s": 10}
-    gateway = start_gateway(sim, upstreams=[closed, upstream(sim, ["sk-good-a"])],
-                            models={"sora-2": {"upstreams": ["closed", "sim"]}})
-    completion = sdk(gateway).chat.completions.create(model="sora-2", messages=PROMPT)
-    assert completion.model_extra["video"]["status"] == "completed"
-    usage = httpx.get(gateway.url + "/admin/usage", headers={"authorization": f"Bearer {ADMIN_KEY}"}).json()
-    assert usage["total"]["resubmitted"] == 0  # nothing can have been created where nothing was connected
 
 
 def test_upstream_400_goes_back_to_the_client_and_is_not_retried(start_simulator, start_gateway):
