@@ -17,10 +17,16 @@ import httpx
 import orjson
 
 from gateway.core.upstream import GenerationSpec, JobLost, UpstreamError, UpstreamKey, UpstreamStatus
-from gateway.net import Fetched, FetchError, FetchPolicy, Resolver, open_url, origin_of
+from gateway.net import FetchPolicy, Resolver, origin_of
 from gateway.observability.metrics import NULL_METRICS, MetricsSink
 from gateway.redaction import NO_SECRETS, Redactor
-from gateway.upstreams.http import clean_status, error_from_response, read_bounded, transport_error
+from gateway.upstreams.http import (
+    clean_status,
+    error_from_response,
+    guarded_download,
+    read_bounded,
+    transport_error,
+)
 from gateway.upstreams.relay_families import RelayStreamParser
 
 logger = logging.getLogger(__name__)
@@ -28,6 +34,7 @@ logger = logging.getLogger(__name__)
 MAX_LINE_BYTES = 1024 * 1024
 MAX_MEDIA_BYTES = 1024 * 1024 * 1024  # a finished video (or thumbnail) from a relay link
 MEDIA_TOTAL_S = 600.0
+_RELAY_LINK_GONE = frozenset({401, 403, 404})  # statuses of a relay's link kept as they are
 
 
 class RelayProtocolError(Exception):
@@ -137,19 +144,9 @@ class ChatRelayUpstream:
         # address; only the relay's own configured origin (scheme, host and port) need not be public.
         policy = FetchPolicy(max_bytes=self._max_media_bytes, timeout_s=self._timeout_s, total_s=self._media_total_s,
                              what=f"the relay's {variant} link", allowed_origins=self._own_origin)
-        try:
-            with self.metrics.upstream_call(self.name, key.label, "download") as call:
-                fetched = await open_url(url, policy, resolver=self._resolver, transport=self._media_transport)
-                call.status = fetched.status_code
-        except FetchError as exc:
-            raise UpstreamError(f"upstream {self.name}: {self._redact.outside_text(str(exc), (key.secret,))}",
-                                status=502) from None
-        if not fetched.response.is_success:
-            status = fetched.status_code
-            await fetched.aclose()
-            raise UpstreamError(f"upstream {self.name}: the relay's {variant} link answered HTTP {status}",
-                                status=status if status in (401, 403, 404) else 502)
-        return _body(fetched, self.name)
+        return await guarded_download(url, policy, key, upstream=self.name, link=f"the relay's {variant} link",
+                                      passed=_RELAY_LINK_GONE, metrics=self.metrics, redact=self._redact,
+                                      resolver=self._resolver, transport=self._media_transport)
 
     async def aclose(self) -> None:
         streams, self._streams = self._streams, {}
@@ -215,13 +212,3 @@ async def _lines(response: httpx.Response) -> AsyncIterator[str]:
             yield line.rstrip(b"\r").decode("utf-8", "replace")
     if pending:
         yield pending.rstrip(b"\r").decode("utf-8", "replace")
-
-
-async def _body(fetched: Fetched, upstream: str) -> AsyncIterator[bytes]:
-    try:
-        async for data in fetched.chunks():
-            yield data
-    except FetchError as exc:
-        raise UpstreamError(f"upstream {upstream}: {exc}", status=502) from None
-    finally:
-        await fetched.aclose()

@@ -15,7 +15,9 @@ import aiohttp
 import httpx
 import orjson
 
-from gateway.core.upstream import UpstreamError, UpstreamStatus
+from gateway.core.upstream import UpstreamError, UpstreamKey, UpstreamStatus
+from gateway.net import Fetched, FetchError, FetchPolicy, Resolver, open_url
+from gateway.observability.metrics import MetricsSink
 from gateway.redaction import NO_SECRETS, Redactor
 
 MAX_ERROR_BODY = 64 * 1024
@@ -191,3 +193,34 @@ class DownloadBody:
             self._closed = True
             self.gate.release()
             self.response.release()
+
+
+async def guarded_download(url: str, policy: FetchPolicy, key: UpstreamKey, *, upstream: str, link: str,
+                           passed: frozenset[int], metrics: MetricsSink, redact: Redactor,
+                           resolver: Resolver | None = None, transport: Any = None) -> AsyncIterator[bytes]:
+    """The bytes of a link from outside (a relay's or a provider's CDN), through the fetch guard and without the
+    key. A refused fetch is a 502 that names no secret; an error answer keeps its status when it is one of
+    `passed` (what the fault table reads as the content being gone), else it is a 502."""
+    try:
+        with metrics.upstream_call(upstream, key.label, "download") as call:
+            fetched = await open_url(url, policy, resolver=resolver, transport=transport)
+            call.status = fetched.status_code
+    except FetchError as exc:
+        raise UpstreamError(f"upstream {upstream}: {redact.outside_text(str(exc), (key.secret,))}",
+                            status=502) from None
+    if not fetched.response.is_success:
+        status = fetched.status_code
+        await fetched.aclose()
+        raise UpstreamError(f"upstream {upstream}: {link} answered HTTP {status}",
+                            status=status if status in passed else 502)
+    return _fetched_chunks(fetched, upstream)
+
+
+async def _fetched_chunks(fetched: Fetched, upstream: str) -> AsyncIterator[bytes]:
+    try:
+        async for data in fetched.chunks():
+            yield data
+    except FetchError as exc:
+        raise UpstreamError(f"upstream {upstream}: {exc}", status=502) from None
+    finally:
+        await fetched.aclose()

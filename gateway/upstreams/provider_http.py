@@ -16,16 +16,17 @@ import orjson
 
 from gateway.core.faults import Action, FaultRows, Operation, backoff_s, decide
 from gateway.core.upstream import UpstreamError, UpstreamKey, UpstreamStatus
-from gateway.net import Fetched, FetchError, FetchPolicy, Resolver, open_url, origin_of
+from gateway.net import FetchPolicy, Resolver, origin_of
 from gateway.observability.metrics import NULL_METRICS, MetricsSink
 from gateway.redaction import NO_SECRETS, Redactor
-from gateway.upstreams.http import MAX_ERROR_BODY, DownloadBody, connection_error, error_from_status
+from gateway.upstreams.http import MAX_ERROR_BODY, DownloadBody, connection_error, error_from_status, guarded_download
 
 MAX_CONNECTIONS = 64  # per upstream
 _DOWNLOADS = 8  # of which downloads may hold at most this many
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _MAX_REDIRECTS = 4
 MEDIA_TOTAL_S = 600.0
+_LINK_GONE = frozenset({401, 403, 404, 410})  # statuses of a provider's link kept as they are
 
 ErrorFor = Callable[[int, str | None, Mapping[str, str], bytes, UpstreamKey], UpstreamError]
 
@@ -148,19 +149,9 @@ class ProviderHTTP:
     async def _guarded(self, url: str, key: UpstreamKey, variant: str) -> AsyncIterator[bytes]:
         policy = FetchPolicy(max_bytes=self.max_media_bytes, timeout_s=self._timeout_s, total_s=MEDIA_TOTAL_S,
                              what=f"the upstream's {variant} link")
-        try:
-            with self.metrics.upstream_call(self.name, key.label, "download") as call:
-                fetched = await open_url(url, policy, resolver=self._resolver, transport=self._media_transport)
-                call.status = fetched.status_code
-        except FetchError as exc:
-            raise UpstreamError(f"upstream {self.name}: {self.redact.outside_text(str(exc), (key.secret,))}",
-                                status=502) from None
-        if not fetched.response.is_success:
-            status = fetched.status_code
-            await fetched.aclose()
-            raise UpstreamError(f"upstream {self.name}: its {variant} link answered HTTP {status}",
-                                status=status if status in (401, 403, 404, 410) else 502)
-        return _guarded_chunks(fetched, self.name)
+        return await guarded_download(url, policy, key, upstream=self.name, link=f"its {variant} link",
+                                      passed=_LINK_GONE, metrics=self.metrics, redact=self.redact,
+                                      resolver=self._resolver, transport=self._media_transport)
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -250,16 +241,6 @@ async def follow_job(read: Callable[[], Awaitable[UpstreamStatus]], interval_s: 
                 break
             yield status
     yield status  # the last one after the watch ended: a follower that stops here leaves nothing behind
-
-
-async def _guarded_chunks(fetched: Fetched, upstream: str) -> AsyncIterator[bytes]:
-    try:
-        async for data in fetched.chunks():
-            yield data
-    except FetchError as exc:
-        raise UpstreamError(f"upstream {upstream}: {exc}", status=502) from None
-    finally:
-        await fetched.aclose()
 
 
 async def _bounded(response: aiohttp.ClientResponse) -> bytes:
