@@ -99,3 +99,8 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     if exc.status_code == 405:
         message = f"Method {request.method} is not allowed for {request.url.path}."
     return json_response(error_body(message, "invalid_request_error"), exc.status_code, exc.headers)
+
+
+def retry_after(error: APIError) -> dict[str, str]:
+    """Of an error's headers, only `retry-after`: what the providers answer an error with."""
+    return {name: value for name, value in error.headers.items() if name == "retry-after"}

@@ -31,14 +31,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Scope
 
-from .assets import Assets
 from .behaviour import outcome_for
-from .callbacks import CallbackSender
-from .errors import APIError, json_response
+from .errors import APIError, json_response, retry_after
 from .media import data_url_image, held
 from .middleware import Wire
-from .settings import SimulatorSettings
-from .state import Reference, SimulatorState
+from .provider import ProviderFake
+from .state import Reference
 from .videos import percent_done, progress_of, read_params
 
 _VEO = {"duration": ("4s", "6s", "8s"), "aspect_ratio": ("16:9", "9:16"), "resolution": ("720p", "1080p"),
@@ -93,7 +91,7 @@ class FalWire(Wire):
     def respond(self, error: APIError) -> Response:
         if isinstance(error, Unprocessable):
             return error.response()
-        headers = {name: value for name, value in error.headers.items() if name == "retry-after"}
+        headers = retry_after(error)
         detail: Any = error.message
         if error.code == "invalid_api_key":
             detail = "Unauthorized"
@@ -111,13 +109,9 @@ class Unprocessable(APIError):
         return json_response({"detail": self.detail}, 422)
 
 
-class FalAPI:
-    def __init__(self, state: SimulatorState, settings: SimulatorSettings, assets: Assets) -> None:
-        self.state = state
-        self.settings = settings
-        self.assets = assets
-        self.wire = FalWire()
-        self.callbacks = CallbackSender("fal", settings, state.deliveries)
+class FalAPI(ProviderFake):
+    kind = "fal"
+    wire_type = FalWire
 
     def routes(self) -> list[Route]:
         return [

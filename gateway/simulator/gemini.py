@@ -33,14 +33,12 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import Scope
 
-from .assets import Assets
 from .behaviour import outcome_for
-from .callbacks import CallbackSender
 from .errors import APIError, json_response
 from .media import held
 from .middleware import Wire
-from .settings import SimulatorSettings
-from .state import Reference, SimulatorState
+from .provider import ProviderFake
+from .state import Reference
 from .videos import progress_of, sniff
 
 ASPECT_RATIOS = ("16:9", "9:16")
@@ -126,13 +124,9 @@ def bad_request(message: str) -> APIError:
     return APIError(400, message)
 
 
-class GeminiAPI:
-    def __init__(self, state: SimulatorState, settings: SimulatorSettings, assets: Assets) -> None:
-        self.state = state
-        self.settings = settings
-        self.assets = assets
-        self.wire = GeminiWire()
-        self.callbacks = CallbackSender("gemini", settings, state.deliveries)
+class GeminiAPI(ProviderFake):
+    kind = "gemini"
+    wire_type = GeminiWire
 
     def routes(self) -> list[Route]:
         return [

@@ -25,14 +25,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .assets import Assets
 from .behaviour import outcome_for
-from .callbacks import CallbackSender
-from .errors import APIError, json_response
+from .errors import APIError, json_response, retry_after
 from .media import data_url_image, held
 from .middleware import Wire, bearer_token
-from .settings import SimulatorSettings
-from .state import Reference, SimulatorState
+from .provider import ProviderFake
+from .state import Reference
 from .videos import progress_of, read_params
 
 MODELS: dict[str, dict[str, Any]] = {
@@ -73,18 +71,14 @@ class OpenRouterWire(Wire):
         return path == "/api/v1/videos/models" or super().is_open(path)
 
     def respond(self, error: APIError) -> Response:
-        headers = {name: value for name, value in error.headers.items() if name == "retry-after"}
+        headers = retry_after(error)
         return json_response({"error": {"code": error.status_code, "message": error.message}}, error.status_code,
                              headers)
 
 
-class OpenRouterAPI:
-    def __init__(self, state: SimulatorState, settings: SimulatorSettings, assets: Assets) -> None:
-        self.state = state
-        self.settings = settings
-        self.assets = assets
-        self.wire = OpenRouterWire()
-        self.callbacks = CallbackSender("openrouter", settings, state.deliveries)
+class OpenRouterAPI(ProviderFake):
+    kind = "openrouter"
+    wire_type = OpenRouterWire
 
     def routes(self) -> list[Route]:
         return [

@@ -28,14 +28,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .assets import Assets
 from .behaviour import outcome_for
-from .callbacks import CallbackSender
-from .errors import APIError, json_response
+from .errors import APIError, json_response, retry_after
 from .media import data_url_image, held
 from .middleware import Wire, bearer_token
-from .settings import SimulatorSettings
-from .state import Reference, SimulatorState
+from .provider import ProviderFake
+from .state import Reference
 from .videos import Progress, progress_of, read_params
 
 RETENTION_S = 3600.0
@@ -73,7 +71,7 @@ class ReplicateWire(Wire):
         return APIError(401, "You did not pass an authentication token")
 
     def respond(self, error: APIError) -> Response:
-        headers = {name: value for name, value in error.headers.items() if name == "retry-after"}
+        headers = retry_after(error)
         detail = error.message
         if error.status_code == 429:
             detail = f"Request was throttled. Your rate limit resets in ~{headers.get('retry-after', '30')}s."
@@ -97,13 +95,9 @@ class InvalidInput(APIError):
         self.fields = [{"type": kind, "field": field, "description": description}]
 
 
-class ReplicateAPI:
-    def __init__(self, state: SimulatorState, settings: SimulatorSettings, assets: Assets) -> None:
-        self.state = state
-        self.settings = settings
-        self.assets = assets
-        self.wire = ReplicateWire()
-        self.callbacks = CallbackSender("replicate", settings, state.deliveries)
+class ReplicateAPI(ProviderFake):
+    kind = "replicate"
+    wire_type = ReplicateWire
 
     def routes(self) -> list[Route]:
         return [

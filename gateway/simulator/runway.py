@@ -24,13 +24,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Scope
 
-from .assets import Assets
 from .behaviour import outcome_for
-from .errors import APIError, json_response
+from .errors import APIError, json_response, retry_after
 from .media import data_url_image, held
 from .middleware import Wire, bearer_token
-from .settings import SimulatorSettings
-from .state import Reference, SimulatorState
+from .provider import ProviderFake
+from .state import Reference
 from .videos import percent_done, progress_of, read_params
 
 VERSION = "2024-11-06"
@@ -74,7 +73,7 @@ class RunwayWire(Wire):
         return APIError(401, "Authorization header is missing or invalid.")
 
     def respond(self, error: APIError) -> Response:
-        headers = {name: value for name, value in error.headers.items() if name == "retry-after"}
+        headers = retry_after(error)
         body: dict[str, Any] = {"error": error.message}
         if isinstance(error, Invalid):
             body["issues"] = error.issues
@@ -87,12 +86,10 @@ class Invalid(APIError):
         self.issues = [{"path": [path], "message": message}]
 
 
-class RunwayAPI:
-    def __init__(self, state: SimulatorState, settings: SimulatorSettings, assets: Assets) -> None:
-        self.state = state
-        self.settings = settings
-        self.assets = assets
-        self.wire = RunwayWire()
+class RunwayAPI(ProviderFake):
+    kind = "runway"
+    wire_type = RunwayWire
+    calls_back = False  # Runway publishes no webhooks
 
     def routes(self) -> list[Route]:
         return [
