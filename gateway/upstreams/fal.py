@@ -22,14 +22,12 @@ from urllib.parse import quote
 import orjson
 
 from gateway.core.upstream import GenerationSpec, UpstreamError, UpstreamKey, UpstreamStatus
-from gateway.observability.metrics import NULL_METRICS, MetricsSink
-from gateway.redaction import NO_SECRETS, Redactor
 from gateway.upstreams.http import clean_status, error_from_status, json_document
 from gateway.upstreams.log_progress import newest_percent
-from gateway.upstreams.provider_http import ProviderHTTP, follow_job
+from gateway.upstreams.provider_http import ProviderUpstream
 
 if TYPE_CHECKING:
-    from gateway.upstreams.callbacks import Callbacks
+    pass
 from gateway.upstreams.shapes import aspect_and_resolution, cannot
 
 STATES = {"IN_QUEUE": "queued", "IN_PROGRESS": "in_progress", "COMPLETED": "completed"}
@@ -73,20 +71,13 @@ def family_of(model: str) -> Family:
     return next((f for f in FAMILIES if model.startswith(f.prefix)), GENERIC)
 
 
-class FalUpstream:
+class FalUpstream(ProviderUpstream):
     kind = "fal"
     on_ambiguous_create = "fail"  # no list to look a lost create up in: never risk paying twice
     faults: dict = {}  # fal's statuses mean what the common rows say; its quirks are in the answers' bodies
 
-    def __init__(self, name: str, base_url: str, *, timeout_s: float, poll_interval_s: float,
-                 metrics: MetricsSink = NULL_METRICS, redact: Redactor = NO_SECRETS,
-                 max_media_bytes: int = 1024 ** 3, callbacks: Callbacks | None = None) -> None:
-        self.name = name
-        self.poll_interval_s = poll_interval_s
-        self.redact = redact
-        self.callbacks = callbacks  # the provider is asked to call back when a job ends; None: polling only
-        self.http = ProviderHTTP(name, base_url, timeout_s=timeout_s, metrics=metrics, redact=redact,
-                                 max_media_bytes=max_media_bytes, error_for=self._error)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._status_urls: dict[str, str] = {}
         self._completed: set[str] = set()  # status said COMPLETED: the next read goes straight to the result
 
@@ -168,9 +159,8 @@ class FalUpstream:
                                   error_message="the provider's result has no video")
         return UpstreamStatus("completed", 100.0, video_url=url)
 
-    def track(self, upstream_id: str, key: UpstreamKey) -> AsyncIterator[UpstreamStatus]:
-        return follow_job(lambda: self.status(upstream_id, key), self.poll_interval_s, self.faults,
-                          self.callbacks.wakeups if self.callbacks else None, _request_id(upstream_id))
+    def wake_id(self, upstream_id: str) -> str:
+        return _request_id(upstream_id)  # fal's callbacks name the request alone
 
     def callback_job(self, document: dict[str, Any]) -> str | None:
         """The request a callback is about (`request_id`; its followers wait on that last part of our id)."""
@@ -184,9 +174,6 @@ class FalUpstream:
             return None
         # fal's CDN links are public: off the queue's origin they go through the fetch guard, without the key
         return await self.http.download(final.video_url, key, _auth(key))
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
 
     def _forget(self, upstream_id: str) -> None:
         self._status_urls.pop(upstream_id, None)

@@ -21,13 +21,11 @@ import orjson
 
 from gateway.core.faults import Action, Decision, KeyEffect, Operation
 from gateway.core.upstream import GenerationSpec, UpstreamError, UpstreamKey, UpstreamStatus
-from gateway.observability.metrics import NULL_METRICS, MetricsSink
-from gateway.redaction import NO_SECRETS, Redactor
 from gateway.upstreams.http import clean_status, error_from_status, json_document
-from gateway.upstreams.provider_http import ProviderHTTP, follow_job
+from gateway.upstreams.provider_http import ProviderUpstream
 
 if TYPE_CHECKING:
-    from gateway.upstreams.callbacks import Callbacks
+    pass
 
 # size → (aspectRatio, resolution); Veo makes 16:9 and 9:16 only.
 SIZES = {
@@ -50,23 +48,16 @@ _GRPC = {1: "cancelled", 2: "unknown", 3: "invalid_argument", 4: "deadline_excee
          14: "unavailable"}
 
 
-class GeminiUpstream:
+class GeminiUpstream(ProviderUpstream):
     kind = "gemini"
     on_ambiguous_create = "fail"  # no list to look a lost create up in: never risk paying twice
     # The fault table's rows for what Gemini means differently: a model this key cannot use is a 404 on the
     # create (another key or project may have it).
     faults = {(Operation.SUBMIT, 404): Decision(KeyEffect.NONE, Action.OTHER_KEY)}
 
-    def __init__(self, name: str, base_url: str, *, timeout_s: float, poll_interval_s: float,
-                 metrics: MetricsSink = NULL_METRICS, redact: Redactor = NO_SECRETS,
-                 max_media_bytes: int = 1024 ** 3, callbacks: Callbacks | None = None) -> None:
-        self.name = name
-        self.poll_interval_s = poll_interval_s
-        self.redact = redact
-        self.callbacks = callbacks  # the provider is asked to call back when a job ends; None: polling only
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._tokens: dict[str, str] = {}  # the token a create's webhookConfig carries → its operation name
-        self.http = ProviderHTTP(name, base_url, timeout_s=timeout_s, metrics=metrics, redact=redact,
-                                 max_media_bytes=max_media_bytes, error_for=self._error)
 
     async def submit(self, spec: GenerationSpec, key: UpstreamKey) -> str:
         if spec.remix_of:
@@ -120,10 +111,6 @@ class GeminiUpstream:
         answer = await self.http.call("GET", self.http.url(upstream_id), key, _auth(key))
         return clean_status(to_status(answer.body), self.redact, (key.secret,))
 
-    def track(self, upstream_id: str, key: UpstreamKey) -> AsyncIterator[UpstreamStatus]:
-        return follow_job(lambda: self.status(upstream_id, key), self.poll_interval_s, self.faults,
-                          self.callbacks.wakeups if self.callbacks else None, upstream_id)
-
     def callback_job(self, document: dict[str, Any]) -> str | None:
         """The operation a `video.generated` event is about: its name when the event carries one, else the one
         our token in its user metadata (either casing, at the top or under `data`) was sent with."""
@@ -159,9 +146,6 @@ class GeminiUpstream:
         if not data:
             raise UpstreamError(f"upstream {self.name} has no video for the operation", status=404)
         return _once(data)
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
 
     def _error(self, status: int, reason: str | None, headers: Mapping[str, str], body: bytes,
                key: UpstreamKey) -> UpstreamError:

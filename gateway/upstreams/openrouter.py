@@ -18,14 +18,12 @@ import orjson
 
 from gateway.core.faults import Action, Decision, KeyEffect, Operation
 from gateway.core.upstream import GenerationSpec, UpstreamError, UpstreamKey, UpstreamStatus
-from gateway.observability.metrics import NULL_METRICS, MetricsSink
-from gateway.redaction import NO_SECRETS, Redactor
 from gateway.upstreams.http import clean_status, error_from_status, json_document
-from gateway.upstreams.provider_http import ProviderHTTP, follow_job
+from gateway.upstreams.provider_http import ProviderUpstream
 from gateway.upstreams.shapes import aspect_and_resolution, cannot
 
 if TYPE_CHECKING:
-    from gateway.upstreams.callbacks import Callbacks
+    pass
 
 log = logging.getLogger("gateway.upstreams")
 CATALOG_TTL_S = 3600.0
@@ -35,21 +33,14 @@ _REFUSAL = re.compile(r"content policy|moderation|flagged|safety", re.IGNORECASE
 _ID = re.compile(r"[A-Za-z0-9_.:\-]{1,200}")
 
 
-class OpenRouterUpstream:
+class OpenRouterUpstream(ProviderUpstream):
     kind = "openrouter"
     on_ambiguous_create = "fail"  # no list to look a lost create up in: never risk paying twice
     # A 403 on the create is OpenRouter's moderation or guardrail refusing the prompt, not the key.
     faults = {(Operation.SUBMIT, 403): Decision(KeyEffect.NONE, Action.CLIENT)}
 
-    def __init__(self, name: str, base_url: str, *, timeout_s: float, poll_interval_s: float,
-                 metrics: MetricsSink = NULL_METRICS, redact: Redactor = NO_SECRETS,
-                 max_media_bytes: int = 1024 ** 3, callbacks: Callbacks | None = None) -> None:
-        self.name = name
-        self.poll_interval_s = poll_interval_s
-        self.redact = redact
-        self.callbacks = callbacks  # the provider is asked to call back when a job ends; None: polling only
-        self.http = ProviderHTTP(name, base_url, timeout_s=timeout_s, metrics=metrics, redact=redact,
-                                 max_media_bytes=max_media_bytes, error_for=self._error)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._polling: dict[str, str] = {}  # job id → the polling_url it came with
         self._catalog: dict[str, dict[str, Any]] = {}
         self._catalog_at = -CATALOG_TTL_S
@@ -117,10 +108,6 @@ class OpenRouterUpstream:
             self._polling.pop(job_id, None)
         return clean_status(status, self.redact, (key.secret,))
 
-    def track(self, upstream_id: str, key: UpstreamKey) -> AsyncIterator[UpstreamStatus]:
-        return follow_job(lambda: self.status(upstream_id, key), self.poll_interval_s, self.faults,
-                          self.callbacks.wakeups if self.callbacks else None, upstream_id)
-
     def callback_job(self, document: dict[str, Any]) -> str | None:
         """The job a callback is about: `data.id` of its `video.generation.*` envelope."""
         data = document.get("data")
@@ -134,9 +121,6 @@ class OpenRouterUpstream:
         self._polling.pop(upstream_id, None)
         url = final.video_url or self.http.url(f"videos/{upstream_id}/content?index=0")
         return await self.http.download(url, key, _auth(key))
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
 
     def _error(self, status: int, reason: str | None, headers: Mapping[str, str], body: bytes,
                key: UpstreamKey) -> UpstreamError:

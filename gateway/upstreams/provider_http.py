@@ -8,7 +8,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
 
 import aiohttp
@@ -20,6 +20,9 @@ from gateway.net import FetchPolicy, Resolver, origin_of
 from gateway.observability.metrics import NULL_METRICS, MetricsSink
 from gateway.redaction import NO_SECRETS, Redactor
 from gateway.upstreams.http import MAX_ERROR_BODY, DownloadBody, connection_error, error_from_status, guarded_download
+
+if TYPE_CHECKING:
+    from gateway.upstreams.callbacks import Callbacks
 
 MAX_CONNECTIONS = 64  # per upstream
 _DOWNLOADS = 8  # of which downloads may hold at most this many
@@ -214,6 +217,36 @@ async def _pause(seconds: float, wake: asyncio.Event | None) -> None:
     except TimeoutError:
         pass
     wake.clear()
+
+
+class ProviderUpstream:
+    """What the provider dialects share: their HTTP side, polling one job until it ends (woken early by the
+    provider's verified callbacks, where configured) and closing. A dialect adds `submit`, `download`,
+    `status(upstream_id, key)` and `_error` (the fault table's reading of the provider's error answers), and
+    `wake_id` where its callbacks name a job otherwise than its upstream id."""
+
+    kind: str
+    faults: FaultRows = {}
+
+    def __init__(self, name: str, base_url: str, *, timeout_s: float, poll_interval_s: float,
+                 metrics: MetricsSink = NULL_METRICS, redact: Redactor = NO_SECRETS,
+                 max_media_bytes: int = 1024 ** 3, callbacks: Callbacks | None = None) -> None:
+        self.name = name
+        self.poll_interval_s = poll_interval_s
+        self.redact = redact
+        self.callbacks = callbacks  # the provider is asked to call back when a job ends; None: polling only
+        self.http = ProviderHTTP(name, base_url, timeout_s=timeout_s, metrics=metrics, redact=redact,
+                                 max_media_bytes=max_media_bytes, error_for=self._error)
+
+    def wake_id(self, upstream_id: str) -> str:
+        return upstream_id
+
+    def track(self, upstream_id: str, key: UpstreamKey) -> AsyncIterator[UpstreamStatus]:
+        return follow_job(lambda: self.status(upstream_id, key), self.poll_interval_s, self.faults,
+                          self.callbacks.wakeups if self.callbacks else None, self.wake_id(upstream_id))
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
 
 
 async def follow_job(read: Callable[[], Awaitable[UpstreamStatus]], interval_s: float,

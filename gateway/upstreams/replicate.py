@@ -20,16 +20,14 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from gateway.core.upstream import GenerationSpec, UpstreamError, UpstreamKey, UpstreamStatus
-from gateway.observability.metrics import NULL_METRICS, MetricsSink
-from gateway.redaction import NO_SECRETS, Redactor
 from gateway.upstreams.http import clean_status, error_from_status, json_document
 from gateway.upstreams.log_progress import percent_in
-from gateway.upstreams.provider_http import ProviderHTTP, follow_job
+from gateway.upstreams.provider_http import ProviderUpstream
 from gateway.upstreams.reconcile import Claims
 from gateway.upstreams.shapes import aspect_and_resolution, cannot
 
 if TYPE_CHECKING:
-    from gateway.upstreams.callbacks import Callbacks
+    pass
 
 log = logging.getLogger("gateway.upstreams")
 STATES = {"starting": "queued", "processing": "in_progress", "succeeded": "completed", "failed": "failed",
@@ -70,19 +68,12 @@ def model_of(model: str) -> Model:
     return next((m for m in MODELS if model.startswith(m.prefix)), GENERIC)
 
 
-class ReplicateUpstream:
+class ReplicateUpstream(ProviderUpstream):
     kind = "replicate"
     faults: dict = {}  # Replicate's statuses mean what the common rows say (422: the input; 429: nothing created)
 
-    def __init__(self, name: str, base_url: str, *, timeout_s: float, poll_interval_s: float,
-                 metrics: MetricsSink = NULL_METRICS, redact: Redactor = NO_SECRETS,
-                 max_media_bytes: int = 1024 ** 3, callbacks: Callbacks | None = None) -> None:
-        self.name = name
-        self.poll_interval_s = poll_interval_s
-        self.redact = redact
-        self.callbacks = callbacks  # the provider is asked to call back when a job ends; None: polling only
-        self.http = ProviderHTTP(name, base_url, timeout_s=timeout_s, metrics=metrics, redact=redact,
-                                 max_media_bytes=max_media_bytes, error_for=self._error)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._claimed = Claims()  # predictions this process follows
 
     async def submit(self, spec: GenerationSpec, key: UpstreamKey) -> str:
@@ -152,10 +143,6 @@ class ReplicateUpstream:
         answer = await self.http.call("GET", self.http.url(f"predictions/{prediction_id}"), key, _auth(key))
         return clean_status(to_status(answer.body), self.redact, (key.secret,))
 
-    def track(self, upstream_id: str, key: UpstreamKey) -> AsyncIterator[UpstreamStatus]:
-        return follow_job(lambda: self.status(upstream_id, key), self.poll_interval_s, self.faults,
-                          self.callbacks.wakeups if self.callbacks else None, upstream_id)
-
     def callback_job(self, document: dict[str, Any]) -> str | None:
         """The prediction a callback is about: its body is the prediction object."""
         prediction_id = document.get("id")
@@ -167,9 +154,6 @@ class ReplicateUpstream:
             return None
         # replicate.delivery links are public: through the fetch guard, without the key
         return await self.http.download(final.video_url, key, _auth(key))
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
 
     def _error(self, status: int, reason: str | None, headers: Mapping[str, str], body: bytes,
                key: UpstreamKey) -> UpstreamError:

@@ -17,10 +17,8 @@ from typing import Any
 import orjson
 
 from gateway.core.upstream import GenerationSpec, UpstreamError, UpstreamKey, UpstreamStatus
-from gateway.observability.metrics import NULL_METRICS, MetricsSink
-from gateway.redaction import NO_SECRETS, Redactor
 from gateway.upstreams.http import clean_status, error_from_status, json_document
-from gateway.upstreams.provider_http import ProviderHTTP, follow_job
+from gateway.upstreams.provider_http import ProviderUpstream
 from gateway.upstreams.shapes import cannot
 
 API_VERSION = "2024-11-06"
@@ -48,19 +46,10 @@ MODELS = {m.name: m for m in (
 )}
 
 
-class RunwayUpstream:
+class RunwayUpstream(ProviderUpstream):
     kind = "runway"
     on_ambiguous_create = "fail"  # no list to look a lost create up in: never risk paying twice
     faults: dict = {}  # Runway's statuses mean what the common rows say
-
-    def __init__(self, name: str, base_url: str, *, timeout_s: float, poll_interval_s: float,
-                 metrics: MetricsSink = NULL_METRICS, redact: Redactor = NO_SECRETS,
-                 max_media_bytes: int = 1024 ** 3) -> None:
-        self.name = name
-        self.poll_interval_s = poll_interval_s
-        self.redact = redact
-        self.http = ProviderHTTP(name, base_url, timeout_s=timeout_s, metrics=metrics, redact=redact,
-                                 max_media_bytes=max_media_bytes, error_for=self._error)
 
     async def submit(self, spec: GenerationSpec, key: UpstreamKey) -> str:
         if spec.remix_of:
@@ -106,18 +95,12 @@ class RunwayUpstream:
         answer = await self.http.call("GET", self.http.url(f"tasks/{task_id}"), key, _headers(key))
         return clean_status(to_status(answer.body), self.redact, (key.secret,))
 
-    def track(self, upstream_id: str, key: UpstreamKey) -> AsyncIterator[UpstreamStatus]:
-        return follow_job(lambda: self.status(upstream_id, key), self.poll_interval_s, self.faults)
-
     async def download(self, upstream_id: str, key: UpstreamKey, final: UpstreamStatus,
                        variant: str) -> AsyncIterator[bytes] | None:
         if variant != "video" or not final.video_url:
             return None
         # signed, public URLs: through the fetch guard, without the key
         return await self.http.download(final.video_url, key, _headers(key))
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
 
     def _error(self, status: int, reason: str | None, headers: Mapping[str, str], body: bytes,
                key: UpstreamKey) -> UpstreamError:
