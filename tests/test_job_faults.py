@@ -222,6 +222,27 @@ async def test_two_writers_of_one_file_never_interleave(tmp_path):
     assert not list(tmp_path.rglob("*.part"))
 
 
+async def test_a_large_file_is_written_as_it_arrives_and_a_broken_one_leaves_nothing(tmp_path):
+    store = LocalVideoStore(tmp_path)
+    video_id = "video_" + "cd" * 16
+    part = bytes(range(256)) * 1024  # 256 kB: the file passes the size gathered in memory, then streams
+
+    async def chunks(count: int, fail_after: int | None = None):
+        for i in range(count):
+            if i == fail_after:
+                raise ConnectionError("the download broke off")
+            yield part
+
+    assert await store.save(video_id, "video", chunks(12)) == 12 * len(part)
+    assert store.local_path(video_id, "video").read_bytes() == part * 12
+    for fail_after in (2, 8):  # before and after the file is created
+        with pytest.raises(ConnectionError):
+            await store.save(video_id, "thumbnail", chunks(12, fail_after))
+    assert not store.local_path(video_id, "thumbnail").exists()
+    assert not list(tmp_path.rglob("*.part"))
+    assert store.local_path(video_id, "video").read_bytes() == part * 12  # the finished one is untouched
+
+
 def test_a_locked_database_does_not_stall_the_gateway(gateway, tmp_path):
     holder = sqlite3.connect(tmp_path / "gateway.db", isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # another process (say `sora-gateway keys create`) holds the write lock
