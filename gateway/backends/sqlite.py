@@ -104,6 +104,8 @@ class SQLiteDatabase:
         self._job_writer: GroupCommit[tuple[JobRecord, LedgerRow | None]] = GroupCommit(
             self._insert_jobs, item_errors=(sqlite3.IntegrityError,))
         self._advances: GroupCommit[tuple[str, dict[str, Any]]] = GroupCommit(self._advance_many)
+        self._finishes: GroupCommit[tuple[str, dict[str, Any], str, float, tuple[WebhookEvent, ...]]] = (
+            GroupCommit(self._finish_many))
 
     def _add_columns(self) -> None:
         for table, column, definition in ADDED_COLUMNS:
@@ -148,25 +150,35 @@ class SQLiteDatabase:
 
     async def finish_job(self, job_id: str, changes: dict[str, Any], outcome: str, cost_usd: float,
                          events: tuple[WebhookEvent, ...] = ()) -> bool:
-        """Record a job's end and close its pending ledger row in one transaction.
+        """Record a job's end and close its pending ledger row in one transaction; the jobs finished in one
+        event-loop turn share it.
 
         Only an unfinished job is finished: False means it had ended already, and nothing was changed.
         """
-        def finish() -> bool:
+        return await self._finishes.write((job_id, changes, outcome, cost_usd, events))
+
+    async def _finish_many(self, jobs: list[tuple[str, dict[str, Any], str, float, tuple[WebhookEvent, ...]]]
+                           ) -> list[bool]:
+        def finish() -> list[bool]:
             with self._transaction():
-                if not self._advance(job_id, changes):
-                    return False
-                self.conn.execute(
-                    "UPDATE ledger SET outcome = ?, cost_usd = ?, upstream = ?, upstream_key = ?,"
-                    " latency_ms = (? - time) * 1000, resubmitted = (SELECT resubmitted FROM jobs WHERE id = ?)"
-                    " WHERE job_id = ? AND outcome = 'pending'",
-                    (outcome, cost_usd, changes.get("upstream"), changes.get("upstream_key"),
-                     changes["completed_at"], job_id, job_id),
-                )
-                self._enqueue(events)
-            return True
+                return [self._finish(*job) for job in jobs]
 
         return await self._write(finish)
+
+    def _finish(self, job_id: str, changes: dict[str, Any], outcome: str, cost_usd: float,
+                events: tuple[WebhookEvent, ...]) -> bool:
+        if not self._advance(job_id, changes):
+            return False
+        self.conn.execute(
+            "UPDATE ledger SET outcome = ?, cost_usd = ?, upstream = ?, upstream_key = ?,"
+            " latency_ms = (? - time) * 1000, resubmitted = (SELECT resubmitted FROM jobs WHERE id = ?)"
+            " WHERE job_id = ? AND outcome = 'pending'",
+            (outcome, cost_usd, changes.get("upstream"), changes.get("upstream_key"),
+             changes["completed_at"], job_id, job_id),
+        )
+        if events:
+            self._enqueue(events)
+        return True
 
     # webhook outbox
     def _enqueue(self, events: tuple[WebhookEvent, ...]) -> None:
