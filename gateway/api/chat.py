@@ -11,7 +11,7 @@ from starlette.responses import Response
 from gateway.api.common import JSONResponse, authenticate, read_json, request_id, services
 from gateway.api.errors import error_event
 from gateway.api.shapes import DONE, PING, ChunkWriter, completion, usage, video_status
-from gateway.api.sse import EventStreamResponse
+from gateway.api.sse import EventStreamResponse, Last
 from gateway.api.ui_answers import answer_ui_task
 from gateway.core import ui_tasks
 from gateway.core.cache import CacheControl
@@ -109,29 +109,27 @@ async def _stream(gw, generation: Generation, fmt: StreamFormat, options: ChatOp
     changes = generation.handle.changes() if generation.handle else _already_final()
     async for changed in changes:
         if gw.draining.is_set() and not is_terminal(record.status):
-            yield error_event(GatewayRestarting(restarting_message(record.id)))
-            yield DONE
+            yield Last(error_event(GatewayRestarting(restarting_message(record.id))) + DONE)
             return
         if not changed:
             yield PING
             continue
         video = video_status(record, gw.signer, expires)
         if record.status == "completed":
-            yield writer.chunk({"content": fmt.ready(video["url"])}, video)
-            yield writer.chunk({}, video, "stop")
+            end = [writer.chunk({"content": fmt.ready(video["url"])}, video), writer.chunk({}, video, "stop")]
             if options.include_usage:
-                yield writer.usage_chunk(usage(record, record.price), video)
-            yield DONE
+                end.append(writer.usage_chunk(usage(record, record.price), video))
+            yield Last(b"".join([*end, DONE]))
             return
         if record.status == "failed":
             if record.refused:
-                yield writer.chunk({"content": fmt.refused(record.error_message or "content policy")}, video)
-                yield writer.chunk({}, video, "content_filter")
+                end = [writer.chunk({"content": fmt.refused(record.error_message or "content policy")}, video),
+                       writer.chunk({}, video, "content_filter")]
                 if options.include_usage:
-                    yield writer.usage_chunk(usage(record, 0.0), video)
+                    end.append(writer.usage_chunk(usage(record, 0.0), video))
             else:
-                yield error_event(_failure(record))
-            yield DONE
+                end = [error_event(_failure(record))]
+            yield Last(b"".join([*end, DONE]))
             return
         text = lines.line(record.status, record.progress, record.progress_estimated, record.queue_position)
         if text is not None or video != sent:

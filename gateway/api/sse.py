@@ -13,6 +13,12 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 
+class Last(bytes):
+    """The stream's closing events: sent with the end of the response, in one write."""
+
+    __slots__ = ()
+
+
 class EventStreamResponse(Response):
     media_type = "text/event-stream"
 
@@ -27,10 +33,14 @@ class EventStreamResponse(Response):
         stream = _Stream(asyncio.current_task())
         watcher = asyncio.create_task(stream.watch(receive))
         try:
+            last = b""
             async for event in self.events:
+                if isinstance(event, Last):
+                    last = event
+                    break
                 await send({"type": "http.response.body", "body": event, "more_body": True})
             stream.sending = False  # no await since the last event: the watcher cannot have cancelled since
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await send({"type": "http.response.body", "body": bytes(last), "more_body": False})
         except asyncio.CancelledError:
             if not stream.left:
                 raise

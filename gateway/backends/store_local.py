@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import os
 import secrets
 from collections.abc import AsyncIterator
@@ -14,6 +15,9 @@ from gateway.core.store import MEDIA_TYPES, VARIANTS, StoredFile
 
 __all__ = ["MEDIA_TYPES", "LocalVideoStore"]
 READ_CHUNK = 256 * 1024
+# temporary names: this process's random prefix and a counter, unique among the writers of a shared folder
+_TEMP_PREFIX = secrets.token_hex(4)
+_temp_numbers = itertools.count()
 
 
 class LocalVideoStore:
@@ -55,7 +59,7 @@ class LocalVideoStore:
     async def save(self, video_id: str, variant: str, chunks: AsyncIterator[bytes]) -> int:
         final = self.local_path(video_id, variant)
         # A name of its own: two writers of the same file (spritesheets fetched on demand) never interleave.
-        temp = final.with_name(f"{final.name}.{secrets.token_hex(6)}.part")
+        temp = final.with_name(f"{final.name}.{_TEMP_PREFIX}{next(_temp_numbers)}.part")
         fd = _create(temp)
         size = 0
         done = False
