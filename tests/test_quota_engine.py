@@ -323,6 +323,25 @@ async def test_redis_instances_sharing_a_prefix_never_overshoot(redis_stores) ->
     assert (await first.usage(TEAM, now=NOW))["requests_per_minute"] == 3
 
 
+async def test_concurrent_hits_count_exactly_even_after_redis_lost_its_scripts(redis_stores) -> None:
+    """Hits admitted together go to Redis as one batch: each is still counted once, in order, and a server that
+    forgot its scripts (a restart) has them loaded again."""
+    first, second = await redis_stores(), await redis_stores()
+    limits = QuotaConfig(requests_per_minute=25)
+
+    async def hits(n: int) -> list[Admission | Rejection]:
+        return list(await asyncio.gather(*(instance.admit(TEAM, limits, JOB, count_job=False, now=NOW)
+                                           for _ in range(n) for instance in (first, second))))
+
+    batch = await hits(8)
+    assert sorted(hit.rpm_remaining for hit in batch) == list(range(9, 25))
+    await first.redis.script_flush()
+    rest = await hits(8)
+    assert len(admitted(rest)) == 9
+    assert {r.limit for r in rest if isinstance(r, Rejection)} == {"requests_per_minute"}
+    assert (await first.usage(TEAM, now=NOW))["requests_per_minute"] == 25
+
+
 async def test_redis_seed_leaves_live_counters_alone(redis_stores) -> None:
     first, restarted = await redis_stores(), await redis_stores()
     await first.admit(TEAM, QuotaConfig(), JOB, now=NOW)

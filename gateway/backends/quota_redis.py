@@ -15,6 +15,10 @@ A reservation lives `reservation_ttl_s` (two days by default). If the instance r
 settles or refunds it, its entry in `active` lapses (expired entries are dropped by the next `admit`) and its hash
 expires: the concurrency slot comes back and the charge stays counted.
 
+The request-rate admissions of cache hits and joins that an instance makes in one event-loop turn go to Redis
+as one pipeline: each is still its own script, run in order, so the count stays exact; the batch pays for one
+round trip instead of one each.
+
 Windows are computed from the calling instance's clock, so instances should keep their clocks in sync (NTP); a skew
 of a few milliseconds only matters for requests that land on a window's edge.
 """
@@ -26,7 +30,9 @@ import secrets
 import time
 
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
+from gateway.backends.group_commit import GroupCommit
 from gateway.config import QuotaConfig
 from gateway.core.quota import (
     LIMITS,
@@ -186,6 +192,7 @@ class RedisQuotaStore:
         # Unique across instances and restarts thanks to the random part; the counter keeps minting them cheap.
         self._id_prefix = secrets.token_hex(8) + "-"
         self._ids = itertools.count(1)
+        self._requests: GroupCommit[tuple[str, int, int]] = GroupCommit(self._admit_requests)
 
     def _base(self, team: str) -> str:
         return f"{self.prefix}quota:{{{team}}}:"
@@ -204,8 +211,8 @@ class RedisQuotaStore:
         base = self._base(team)
         minute = minute_at(now)
         if not count_job:
-            reply = await self._admit_request(keys=(f"{base}rpm:{minute}",), args=(
-                _limit(limits.requests_per_minute), _ttl((minute + 1) * 60, now, MINUTE_MARGIN_S)))
+            reply = await self._requests.write((f"{base}rpm:{minute}", _limit(limits.requests_per_minute),
+                                                _ttl((minute + 1) * 60, now, MINUTE_MARGIN_S)))
             return self._answer(team, limits, charge, reply, None, now)
         calendar = calendar_at(now)
         reservation_id = f"{self._id_prefix}{next(self._ids):x}"
@@ -239,6 +246,22 @@ class RedisQuotaStore:
             ),
         )
         return self._answer(team, limits, charge, reply, reservation_id, now)
+
+    async def _admit_requests(self, requests: list[tuple[str, int, int]]) -> list[list]:
+        if len(requests) == 1:
+            key, limit, ttl = requests[0]
+            return [await self._admit_request(keys=(key,), args=(limit, ttl))]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key, limit, ttl in requests:
+                pipe.evalsha(self._admit_request.sha, 1, key, limit, ttl)
+            replies = await pipe.execute(raise_on_error=False)
+        for i, reply in enumerate(replies):
+            if isinstance(reply, NoScriptError):  # the server lost its scripts (a restart): this one did not run
+                key, limit, ttl = requests[i]
+                replies[i] = await self._admit_request(keys=(key,), args=(limit, ttl))
+            elif isinstance(reply, Exception):
+                raise reply
+        return replies
 
     def _answer(self, team: str, limits: QuotaConfig, charge: Charge, reply: list, reservation_id: str | None,
                 now: float) -> Admission | Rejection:
