@@ -204,20 +204,28 @@ class Lifecycle:
 
     async def _submit_and_follow(self, job: FollowedJob, spec: GenerationSpec, names: tuple[str, ...],
                                  pinned: str | None, characters: JobCharacters | None) -> None:
+        await self._claim(job.record.id)  # here, not in start(): a caller that goes away cannot leave it unclaimed
+        submitted = await self._submit(job, spec, names, pinned, characters)
+        del spec, characters  # the create's inputs (an image, say) are not kept for the job's life
+        if submitted:
+            await self._follow_and_store(job)
+
+    async def _submit(self, job: FollowedJob, spec: GenerationSpec, names: tuple[str, ...], pinned: str | None,
+                      characters: JobCharacters | None) -> bool:
+        """Create the upstream job and record where it runs; False when the job ended instead."""
         record = job.record
-        await self._claim(record.id)  # here, not in start(): a caller that goes away cannot leave it unclaimed
         try:
             submitted = await self.dispatcher.submit(spec, names, pinned, characters)
         except GatewayError as exc:
             job.handle.refuse(exc)
             await self._finish(job, "failed", exc.code, exc.message, refused=isinstance(exc, ContentRefused))
-            return
+            return False
         except Exception as exc:  # noqa: BLE001 - any other failure ends the job the same way
             log.exception("job submission failed", extra={"job_id": record.id})
             error = UpstreamFailed(f"the job could not be submitted: {type(exc).__name__}")
             job.handle.refuse(error)
             await self._finish(job, "failed", error.code, error.message)
-            return
+            return False
         job.upstream, job.slot = submitted.adapter, submitted.slot
         ids: dict[str, str | bool] = {"upstream": submitted.upstream, "upstream_key": submitted.slot.key.label,
                                       "upstream_job_id": submitted.upstream_id}
@@ -230,7 +238,7 @@ class Lifecycle:
             still_running = True
         if not still_running:
             await self._ended_elsewhere(job)
-            return
+            return False
         for name, value in ids.items():
             setattr(record, name, value)
         record.status = "queued"
@@ -238,7 +246,7 @@ class Lifecycle:
         await self.live.publish(job.handle)
         log.info("job submitted", extra={"job_id": record.id, "team": record.team, "upstream": record.upstream,
                                          "upstream_key": record.upstream_key})
-        await self._follow_and_store(job)
+        return True
 
     # -- follow and store -------------------------------------------------------------------------------------
 
