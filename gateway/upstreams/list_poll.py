@@ -38,16 +38,6 @@ class _Watch:
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
 
-    async def next(self) -> UpstreamStatus:
-        if self.latest is None:
-            self.waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self.waiter
-            finally:
-                self.waiter = None
-        status, self.latest = self.latest, None
-        return status
-
 
 class ListPoller:
     """All followed jobs of one upstream key, polled together."""
@@ -68,7 +58,13 @@ class ListPoller:
             self._task = asyncio.create_task(self._run(), name="list-poller")
         try:
             while True:
-                status = await watch.next()
+                if watch.latest is None:
+                    watch.waiter = asyncio.get_running_loop().create_future()
+                    try:
+                        await watch.waiter
+                    finally:
+                        watch.waiter = None
+                status, watch.latest = watch.latest, None
                 yield status
                 if status.done:
                     return
