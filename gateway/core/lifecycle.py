@@ -173,8 +173,7 @@ class Lifecycle:
         spec = job_spec(request, image, video, source)
         pinned = source.upstream_key if source else None
         cast = JobCharacters(characters, self.db) if characters else None
-        job.task = asyncio.create_task(self._submit_and_follow(job, spec, names, pinned, cast),
-                                       name=f"job-{record.id}")
+        job.task = asyncio.create_task(self._run(job, spec, names, pinned, cast), name=f"job-{record.id}")
         return job.handle, rate_headers(admission)
 
     def upstreams_for(self, request: VideoRequest, source: JobRecord | None, with_characters: bool) -> tuple[str, ...]:
@@ -201,14 +200,6 @@ class Lifecycle:
             log.warning("job lease claim failed", extra={"job_id": job_id, "error": type(exc).__name__})
 
     # -- submit -----------------------------------------------------------------------------------------------
-
-    async def _submit_and_follow(self, job: FollowedJob, spec: GenerationSpec, names: tuple[str, ...],
-                                 pinned: str | None, characters: JobCharacters | None) -> None:
-        await self._claim(job.record.id)  # here, not in start(): a caller that goes away cannot leave it unclaimed
-        submitted = await self._submit(job, spec, names, pinned, characters)
-        del spec, characters  # the create's inputs (an image, say) are not kept for the job's life
-        if submitted:
-            await self._follow_and_store(job)
 
     async def _submit(self, job: FollowedJob, spec: GenerationSpec, names: tuple[str, ...], pinned: str | None,
                       characters: JobCharacters | None) -> bool:
@@ -272,11 +263,20 @@ class Lifecycle:
             await self._finish(job, "failed", "upstream_error", reason)
             return False
         job.upstream, job.slot = adapter, slot
-        job.task = asyncio.create_task(self._follow_and_store(job), name=f"job-{record.id}")
+        job.task = asyncio.create_task(self._run(job), name=f"job-{record.id}")
         return True
 
-    async def _follow_and_store(self, job: FollowedJob) -> None:
+    async def _run(self, job: FollowedJob, spec: GenerationSpec | None = None, names: tuple[str, ...] = (),
+                   pinned: str | None = None, characters: JobCharacters | None = None) -> None:
+        """A job's task: a new job (`spec`) is submitted first; then the job is followed to its end and what it
+        made is stored. One coroutine for both, as it lives as long as the job."""
         record = job.record
+        if spec is not None:
+            await self._claim(record.id)  # here, not in start(): a caller that goes away cannot leave it unclaimed
+            submitted = await self._submit(job, spec, names, pinned, characters)
+            del spec, characters  # the create's inputs (an image, say) are not kept for the job's life
+            if not submitted:
+                return
         limit = self.settings(record.upstream).job_timeout_s
         try:
             final = await self.follower.follow(job, limit - (time.time() - record.created_at), limit,
