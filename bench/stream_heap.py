@@ -11,6 +11,7 @@ the allocating line and by the allocating line with its callers, then one JSON l
 from __future__ import annotations
 
 import argparse
+import ast
 import asyncio
 import contextlib
 import os
@@ -44,6 +45,13 @@ def dump(signum, frame):
     tracemalloc.take_snapshot().dump(base + "-raw")
     gc.collect()
     tracemalloc.take_snapshot().dump(base + "-live")
+    types = {}
+    for o in gc.get_objects():
+        name = f"{type(o).__module__}.{type(o).__qualname__}"
+        n, size = types.get(name, (0, 0))
+        types[name] = (n + 1, size + sys.getsizeof(o))
+    with open(base + "-types", "w") as f:
+        f.write(repr(types))
     os.rename(base + "-live", base + "-live.done")
 
 signal.signal(signal.SIGUSR1, dump)
@@ -155,7 +163,7 @@ async def run(args: argparse.Namespace, data: Path, children: list[Child]) -> di
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    return analyse(args, raw0, live0, raw1, live1) | {
+    return analyse(args, raw0, live0, raw1, live1, out) | {
         "rss_growth_kb_per_stream_with_tracemalloc": round((rss1 - rss0) / args.n, 1)}
 
 
@@ -164,8 +172,20 @@ def load(directory: Path) -> list[tracemalloc.Snapshot]:
             for name in ("snap1-raw", "snap1-live.done", "snap2-raw", "snap2-live.done")]
 
 
+def object_types(directory: Path, n: int, top: int) -> None:
+    """Objects the cycle collector tracks (not strings, bytes or ints), by type: count and getsizeof per stream."""
+    before, after = (ast.literal_eval((directory / f"snap{i}-types").read_text()) for i in (1, 2))
+    diff = {name: (count - before.get(name, (0, 0))[0], size - before.get(name, (0, 0))[1])
+            for name, (count, size) in after.items()}
+    rows = sorted(diff.items(), key=lambda item: -item[1][1])[:top]
+    print(f"\ngc-tracked objects by type (getsizeof, without what they own): "
+          f"{sum(size for _, size in diff.values()) / n:,.0f} B per stream", file=sys.stderr)
+    for name, (count, size) in rows:
+        print(f"  {size / n:9,.0f}  {count / n:6.2f}  {name}", file=sys.stderr)
+
+
 def analyse(args: argparse.Namespace, raw0: tracemalloc.Snapshot, live0: tracemalloc.Snapshot,
-            raw1: tracemalloc.Snapshot, live1: tracemalloc.Snapshot) -> dict:
+            raw1: tracemalloc.Snapshot, live1: tracemalloc.Snapshot, directory: Path) -> dict:
     n = args.n
     raw_growth = (sum(t.size for t in raw1.traces) - sum(t.size for t in raw0.traces)) / n
     live_growth = (sum(t.size for t in live1.traces) - sum(t.size for t in live0.traces)) / n
@@ -174,6 +194,7 @@ def analyse(args: argparse.Namespace, raw0: tracemalloc.Snapshot, live0: tracema
           by_callers(live1, args.depth), n, args.top)
     table("before a collection (live and cyclic garbage), by allocating line", by_line(raw0), by_line(raw1), n,
           args.top // 2)
+    object_types(directory, n, args.top)
     return {"benchmark": "stream_heap", "n": n, "warmup": args.warmup, "frames": args.frames,
             "heap_bytes_per_stream": round(live_growth), "heap_before_collection_bytes_per_stream": round(raw_growth),
             "top_lines": [[key, round(size)] for key, size in live_lines[:15]],
@@ -197,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="analyse the snapshots of a run kept with --keep (its heap/ directory; pass its --n)")
     args = parser.parse_args(argv)
     if args.load:
-        print(orjson.dumps(analyse(args, *load(args.load))).decode())
+        print(orjson.dumps(analyse(args, *load(args.load), args.load)).decode())
         return 0
     raise_fd_limit()
     with contextlib.suppress(ImportError):
