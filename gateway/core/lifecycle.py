@@ -279,8 +279,7 @@ class Lifecycle:
                 return
         limit = self.settings(record.upstream).job_timeout_s
         try:
-            final = await self.follower.follow(job, limit - (time.time() - record.created_at), limit,
-                                               lambda status: self._progress(job, status))
+            final = await self.follower.follow(job, limit - (time.time() - record.created_at), limit, self._progress)
             if final.status != "completed":
                 await self._finish(job, "failed", final.error_code or "upstream_error",
                                    final.error_message or "the upstream reported a failure", refused=final.refused)
