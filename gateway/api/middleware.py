@@ -75,7 +75,7 @@ class _Answer:
     """The response to one request as it goes out: its `send` is what the app sends through. One small object
     rather than a closure over cells, since it lives as long as the request (a stream's: minutes)."""
 
-    __slots__ = ("first_chunk_seen", "header", "metrics", "scope", "send_on", "started", "status", "streaming",
+    __slots__ = ("first_chunk_seen", "metrics", "request_id", "scope", "send_on", "started", "status", "streaming",
                  "timing")
 
     def __init__(self, scope: Scope, send: Send, metrics: MetricsSink, timing: RequestTiming,
@@ -84,7 +84,7 @@ class _Answer:
         self.send_on = send
         self.metrics = metrics
         self.timing = timing
-        self.header = (b"x-request-id", request_id.encode())
+        self.request_id = request_id
         self.status = 500  # what the client gets if the app fails before answering
         self.started: float | None = None
         self.streaming = self.first_chunk_seen = False
@@ -92,7 +92,7 @@ class _Answer:
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.status, self.started = message["status"], time.perf_counter()
-            headers = message["headers"] = [*message.get("headers", ()), self.header]
+            headers = message["headers"] = [*message.get("headers", ()), (b"x-request-id", self.request_id.encode())]
             self.streaming = _is_event_stream(headers)
             if self.streaming:
                 self.metrics.stream_opened()
