@@ -174,6 +174,8 @@ def load(directory: Path) -> list[tracemalloc.Snapshot]:
 
 def object_types(directory: Path, n: int, top: int) -> None:
     """Objects the cycle collector tracks (not strings, bytes or ints), by type: count and getsizeof per stream."""
+    if not (directory / "snap1-types").exists():
+        return
     before, after = (ast.literal_eval((directory / f"snap{i}-types").read_text()) for i in (1, 2))
     diff = {name: (count - before.get(name, (0, 0))[0], size - before.get(name, (0, 0))[1])
             for name, (count, size) in after.items()}
