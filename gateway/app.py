@@ -12,6 +12,8 @@ from dataclasses import replace
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware.errors import ServerErrorMiddleware
+from starlette.types import ASGIApp
 
 from gateway.api import (
     admin,
@@ -300,6 +302,18 @@ def _dialect_settings(upstream: UpstreamConfig, config: Config) -> tuple:
             upstream.webhooks, upstream.webhook_jwks_url, config.server.public_url if upstream.has_webhooks else "")
 
 
+class GatewayApp(Starlette):
+    """Starlette with the edge layer outermost. Starlette puts its ServerErrorMiddleware in front of every app's
+    own layers; in front of `EdgeMiddleware`, which answers every error with the gateway's envelope itself, it
+    only added a frame and a `send` wrapper to every request, kept as long as the request (a stream's: minutes)."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        if isinstance(stack, ServerErrorMiddleware) and isinstance(stack.app, EdgeMiddleware):
+            return stack.app
+        return stack
+
+
 def create_app(config: Config) -> Starlette:
     """The ASGI app. Its gateway is opened by the lifespan, before the first request, as `app.state.gateway`;
     `app.state.begin_shutdown()` ends open streams (what a server does on SIGTERM)."""
@@ -350,7 +364,7 @@ def create_app(config: Config) -> Starlette:
         Route("/admin/reload", admin.reload_config, methods=["POST"]),
         Route("/admin/upstreams/{upstream}/keys/{label}/enable", admin.enable_upstream_key, methods=["POST"]),
     ]
-    app = Starlette(
+    app = GatewayApp(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={GatewayError: api_error_handler, HTTPException: http_exception_handler,

@@ -29,7 +29,6 @@ from gateway.core.formats import FORMATS, StreamFormat
 from gateway.core.progress import ProgressLines
 from gateway.core.records import JobRecord, is_terminal
 from gateway.core.request import ChatOptions, build_video_request, parse_chat_body, resolve_model
-from gateway.core.service import Generation
 from gateway.core.webhooks import check_request_url
 from gateway.ids import unique_id
 
@@ -64,7 +63,7 @@ async def chat_completions(request: Request) -> Response:
     writer = ChunkWriter(unique_id("chatcmpl-"), int(time.time()), alias)
     if options.stream:  # the first chunk goes out now: the job is recorded, the upstream may still be deciding
         headers.update({"cache-control": "no-cache", "x-accel-buffering": "no"})
-        events = _stream(gw, generation, fmt, options, writer)
+        events = _stream(gw, generation.record, generation.handle, fmt, options, writer)
         if generation.handle is None:  # a finished video: every event is known now, so they go in one body
             return Response(b"".join([event async for event in events]), media_type="text/event-stream",
                             headers=headers)
@@ -99,14 +98,15 @@ def _failure(record: JobRecord) -> GatewayError:
     return kind(record.error_message or "The video could not be generated.", code=record.error_code)
 
 
-async def _stream(gw, generation: Generation, fmt: StreamFormat, options: ChatOptions,
+async def _stream(gw, record: JobRecord, handle: JobHandle | None, fmt: StreamFormat, options: ChatOptions,
                   writer: ChunkWriter) -> AsyncIterator[bytes]:
-    record = generation.record
     expires = gw.signer.expiry()
-    sent = video_status(record, gw.signer, expires)
-    yield writer.chunk({"role": "assistant", "content": ""}, sent)
+    video = video_status(record, gw.signer, expires)
+    yield writer.chunk({"role": "assistant", "content": ""}, video)
+    sent = tuple(video.values())  # what the client was last shown, as a tuple: it is kept while the stream waits
+    del video
     lines = ProgressLines(fmt, gw.config.chat.progress_step)
-    changes = generation.handle.changes() if generation.handle else _already_final()
+    changes = handle.changes() if handle else _already_final()
     async for changed in changes:
         if gw.draining.is_set() and not is_terminal(record.status):
             yield Last(error_event(GatewayRestarting(restarting_message(record.id))) + DONE)
@@ -132,9 +132,10 @@ async def _stream(gw, generation: Generation, fmt: StreamFormat, options: ChatOp
             yield Last(b"".join([*end, DONE]))
             return
         text = lines.line(record.status, record.progress, record.progress_estimated, record.queue_position)
-        if text is not None or video != sent:
-            sent = video
+        if text is not None or tuple(video.values()) != sent:
+            sent = tuple(video.values())
             yield writer.chunk({fmt.status_field: text} if text is not None else {}, video)
+        del video  # not kept while the stream waits for the next change
 
 
 def restarting_message(video_id: str) -> str:

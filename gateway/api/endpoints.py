@@ -27,18 +27,23 @@ class EndpointRoute(Route):
 
 def _endpoint_app(endpoint: Endpoint) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive, send)
-        try:
-            response = await endpoint(request)
-        except Exception as exc:
-            handler = _handler(scope, exc)
-            if handler is None:
-                raise
-            response = await handler(request, exc)
-            exc.__traceback__ = None  # an exception instance may be raised again by a later request
-        await response(scope, receive, send)
+        response = await _response(endpoint, scope, receive, send)
+        await response(scope, receive, send)  # the Request is gone by now: a stream does not keep it open
 
     return app
+
+
+async def _response(endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> Response:
+    request = Request(scope, receive, send)
+    try:
+        return await endpoint(request)
+    except Exception as exc:
+        handler = _handler(scope, exc)
+        if handler is None:
+            raise
+        response = await handler(request, exc)
+        exc.__traceback__ = None  # an exception instance may be raised again by a later request
+        return response
 
 
 def _handler(scope: Scope, exc: Exception) -> Callable[[Request, Exception], Awaitable[Response]] | None:

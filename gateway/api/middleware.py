@@ -42,51 +42,64 @@ class EdgeMiddleware:
         request_id = unique_id("req_")
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
-        header = (b"x-request-id", request_id.encode())
-        metrics = self.metrics
-        status = 500  # what the client gets if the app fails before answering
-        response_started: float | None = None
-        streaming = first_chunk_seen = False
-
-        async def observe(message: Message) -> None:
-            nonlocal status, response_started, streaming, first_chunk_seen
-            if message["type"] == "http.response.start":
-                status, response_started = message["status"], time.perf_counter()
-                headers = message["headers"] = [*message.get("headers", ()), header]
-                streaming = _is_event_stream(headers)
-                if streaming:
-                    metrics.stream_opened()
-            elif streaming and not first_chunk_seen and message.get("body"):
-                first_chunk_seen = True
-                metrics.first_chunk(route_of(scope), time.perf_counter() - timing.started)
-            await send(message)
-
+        answer = _Answer(scope, send, self.metrics, timing, request_id)
         try:
             problem = request_problem(scope)
             if problem is not None:
-                await error_response(problem)(scope, receive, observe)
+                await error_response(problem)(scope, receive, answer.send)
             elif self.hot is not None and (route := self.hot.find(scope)) is not None:
-                await route.app(scope, receive, observe)
+                await route.app(scope, receive, answer.send)
             else:
-                await self.app(scope, receive, observe)
+                await self.app(scope, receive, answer.send)
         except Exception:
             log.exception("unhandled error", extra={"request_id": request_id, "path": scope.get("path")})
-            if response_started is None:
-                await observe({"type": "http.response.start", "status": 500,
-                               "headers": [(b"content-type", b"application/json")]})
-                await observe({"type": "http.response.body", "body": _INTERNAL})
+            if answer.started is None:
+                await answer.send({"type": "http.response.start", "status": 500,
+                                   "headers": [(b"content-type", b"application/json")]})
+                await answer.send({"type": "http.response.body", "body": _INTERNAL})
         finally:
             current_request.reset(token)
-            if streaming:
-                metrics.stream_closed()
+            if answer.streaming:
+                self.metrics.stream_closed()
             finished = time.perf_counter()
-            waiting_since = state.get("waiting_since")
-            end = response_started if waiting_since is None or (
-                response_started is not None and response_started < waiting_since) else waiting_since
+            end, waiting_since = answer.started, state.get("waiting_since")
+            if waiting_since is not None and (end is None or waiting_since <= end):
+                end = waiting_since
             overhead = max((finished if end is None else end) - timing.started - timing.upstream_s, 0.0)
             route = route_of(scope)
-            metrics.request(route, scope["method"], status, state.get("team") or "", overhead)
-            access_line(scope, state, route, status, finished - timing.started, overhead)
+            self.metrics.request(route, scope["method"], answer.status, state.get("team") or "", overhead)
+            access_line(scope, state, route, answer.status, finished - timing.started, overhead)
+
+
+class _Answer:
+    """The response to one request as it goes out: its `send` is what the app sends through. One small object
+    rather than a closure over cells, since it lives as long as the request (a stream's: minutes)."""
+
+    __slots__ = ("first_chunk_seen", "metrics", "request_id", "scope", "send_on", "started", "status", "streaming",
+                 "timing")
+
+    def __init__(self, scope: Scope, send: Send, metrics: MetricsSink, timing: RequestTiming,
+                 request_id: str) -> None:
+        self.scope = scope
+        self.send_on = send
+        self.metrics = metrics
+        self.timing = timing
+        self.request_id = request_id
+        self.status = 500  # what the client gets if the app fails before answering
+        self.started: float | None = None
+        self.streaming = self.first_chunk_seen = False
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status, self.started = message["status"], time.perf_counter()
+            headers = message["headers"] = [*message.get("headers", ()), (b"x-request-id", self.request_id.encode())]
+            self.streaming = _is_event_stream(headers)
+            if self.streaming:
+                self.metrics.stream_opened()
+        elif self.streaming and not self.first_chunk_seen and message.get("body"):
+            self.first_chunk_seen = True
+            self.metrics.first_chunk(route_of(self.scope), time.perf_counter() - self.timing.started)
+        await self.send_on(message)
 
 
 def _is_event_stream(headers: list[tuple[bytes, bytes]]) -> bool:

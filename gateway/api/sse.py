@@ -29,7 +29,9 @@ class EventStreamResponse(Response):
         self.init_headers(headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        headers, self.raw_headers = self.raw_headers, []  # sent once: not kept for the stream's life
+        await send({"type": "http.response.start", "status": self.status_code, "headers": headers})
+        del headers
         stream = _Stream(asyncio.current_task())
         watcher = asyncio.create_task(stream.watch(receive))
         try:

@@ -21,12 +21,14 @@ class JobHandle:
     client reads; `accepted` resolves once the upstream has the job, or fails with the reason it never will.
     """
 
-    __slots__ = ("_event", "accepted", "record", "version")
+    __slots__ = ("_waiters", "accepted", "record", "version")
 
     def __init__(self, record: JobRecord) -> None:
         self.record = record
         self.version = 0
-        self._event = asyncio.Event()
+        # one future per client waiting for the next wake-up: a list, not an asyncio.Event, whose deque costs
+        # ten times the memory and was made anew on every wake-up of every open stream
+        self._waiters: list[asyncio.Future[None]] = []
         self.accepted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if record.status != "submitting":
             self.accepted.set_result(None)
@@ -73,8 +75,10 @@ class JobHandle:
 
     def wake(self) -> None:
         """No new state, but every waiting client looks up (a keep-alive tick, or a shutdown)."""
-        event, self._event = self._event, asyncio.Event()
-        event.set()
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def accept(self) -> None:
         self._settle_acceptance()
@@ -104,7 +108,6 @@ class JobHandle:
         """
         seen = -1
         while True:
-            event = self._event  # taken before looking, so a change from here on wakes the wait below
             if self.version != seen:
                 seen = self.version
                 final = self.done
@@ -112,6 +115,13 @@ class JobHandle:
                 if final:
                     return
                 continue
-            await event.wait()
+            waiter = asyncio.get_running_loop().create_future()  # no await since looking: no change is missed
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                raise
             if self.version == seen:
                 yield False

@@ -15,7 +15,7 @@ from gateway.core.upstream import JobLost, Upstream, UpstreamError, UpstreamKey,
 
 log = logging.getLogger("gateway.jobs")
 DOWNLOAD_ATTEMPTS = 4
-OnStatus = Callable[[UpstreamStatus], Awaitable[None]]
+OnStatus = Callable[[FollowedJob, UpstreamStatus], Awaitable[None]]
 
 
 class Follower:
@@ -27,7 +27,7 @@ class Follower:
         self.pools = pools
 
     async def follow(self, job: FollowedJob, budget_s: float, limit_s: float, on_status: OnStatus) -> UpstreamStatus:
-        """Read the upstream's reports until a final one; `on_status` sees each report before it.
+        """Read the upstream's reports until a final one; `on_status(job, report)` sees each report before it.
 
         `budget_s` (what is left of the job's `limit_s`) bounds only the generation: storing the result
         afterwards has its own limits, so a video that is ready just in time is still delivered. Raises
@@ -38,7 +38,7 @@ class Follower:
                 async for status in job.upstream.track(job.record.upstream_job_id, job.slot.key):
                     if status.done:
                         return status
-                    await on_status(status)
+                    await on_status(job, status)
         except TimeoutError:
             raise UpstreamTimeout(f"the video was not ready within {limit_s:g} s") from None
         except JobLost as exc:

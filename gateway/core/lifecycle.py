@@ -173,8 +173,7 @@ class Lifecycle:
         spec = job_spec(request, image, video, source)
         pinned = source.upstream_key if source else None
         cast = JobCharacters(characters, self.db) if characters else None
-        job.task = asyncio.create_task(self._submit_and_follow(job, spec, names, pinned, cast),
-                                       name=f"job-{record.id}")
+        job.task = asyncio.create_task(self._run(job, spec, names, pinned, cast), name=f"job-{record.id}")
         return job.handle, rate_headers(admission)
 
     def upstreams_for(self, request: VideoRequest, source: JobRecord | None, with_characters: bool) -> tuple[str, ...]:
@@ -202,22 +201,22 @@ class Lifecycle:
 
     # -- submit -----------------------------------------------------------------------------------------------
 
-    async def _submit_and_follow(self, job: FollowedJob, spec: GenerationSpec, names: tuple[str, ...],
-                                 pinned: str | None, characters: JobCharacters | None) -> None:
+    async def _submit(self, job: FollowedJob, spec: GenerationSpec, names: tuple[str, ...], pinned: str | None,
+                      characters: JobCharacters | None) -> bool:
+        """Create the upstream job and record where it runs; False when the job ended instead."""
         record = job.record
-        await self._claim(record.id)  # here, not in start(): a caller that goes away cannot leave it unclaimed
         try:
             submitted = await self.dispatcher.submit(spec, names, pinned, characters)
         except GatewayError as exc:
             job.handle.refuse(exc)
             await self._finish(job, "failed", exc.code, exc.message, refused=isinstance(exc, ContentRefused))
-            return
+            return False
         except Exception as exc:  # noqa: BLE001 - any other failure ends the job the same way
             log.exception("job submission failed", extra={"job_id": record.id})
             error = UpstreamFailed(f"the job could not be submitted: {type(exc).__name__}")
             job.handle.refuse(error)
             await self._finish(job, "failed", error.code, error.message)
-            return
+            return False
         job.upstream, job.slot = submitted.adapter, submitted.slot
         ids: dict[str, str | bool] = {"upstream": submitted.upstream, "upstream_key": submitted.slot.key.label,
                                       "upstream_job_id": submitted.upstream_id}
@@ -230,7 +229,7 @@ class Lifecycle:
             still_running = True
         if not still_running:
             await self._ended_elsewhere(job)
-            return
+            return False
         for name, value in ids.items():
             setattr(record, name, value)
         record.status = "queued"
@@ -238,7 +237,7 @@ class Lifecycle:
         await self.live.publish(job.handle)
         log.info("job submitted", extra={"job_id": record.id, "team": record.team, "upstream": record.upstream,
                                          "upstream_key": record.upstream_key})
-        await self._follow_and_store(job)
+        return True
 
     # -- follow and store -------------------------------------------------------------------------------------
 
@@ -264,15 +263,23 @@ class Lifecycle:
             await self._finish(job, "failed", "upstream_error", reason)
             return False
         job.upstream, job.slot = adapter, slot
-        job.task = asyncio.create_task(self._follow_and_store(job), name=f"job-{record.id}")
+        job.task = asyncio.create_task(self._run(job), name=f"job-{record.id}")
         return True
 
-    async def _follow_and_store(self, job: FollowedJob) -> None:
+    async def _run(self, job: FollowedJob, spec: GenerationSpec | None = None, names: tuple[str, ...] = (),
+                   pinned: str | None = None, characters: JobCharacters | None = None) -> None:
+        """A job's task: a new job (`spec`) is submitted first; then the job is followed to its end and what it
+        made is stored. One coroutine for both, as it lives as long as the job."""
         record = job.record
+        if spec is not None:
+            await self._claim(record.id)  # here, not in start(): a caller that goes away cannot leave it unclaimed
+            submitted = await self._submit(job, spec, names, pinned, characters)
+            del spec, characters  # the create's inputs (an image, say) are not kept for the job's life
+            if not submitted:
+                return
         limit = self.settings(record.upstream).job_timeout_s
         try:
-            final = await self.follower.follow(job, limit - (time.time() - record.created_at), limit,
-                                               lambda status: self._progress(job, status))
+            final = await self.follower.follow(job, limit - (time.time() - record.created_at), limit, self._progress)
             if final.status != "completed":
                 await self._finish(job, "failed", final.error_code or "upstream_error",
                                    final.error_message or "the upstream reported a failure", refused=final.refused)

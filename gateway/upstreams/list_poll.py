@@ -24,15 +24,19 @@ GetOne = Callable[[str], Awaitable[UpstreamStatus]]
 
 
 class _Watch:
-    __slots__ = ("latest", "changed")
+    """The newest status of one job not yet read by its follower, and the follower's wait for one (a future,
+    not an asyncio.Event: one job, one waiter, and no deque held for the job's whole life)."""
+
+    __slots__ = ("latest", "waiter")
 
     def __init__(self) -> None:
         self.latest: UpstreamStatus | None = None
-        self.changed = asyncio.Event()
+        self.waiter: asyncio.Future[None] | None = None
 
     def set(self, status: UpstreamStatus) -> None:
         self.latest = status
-        self.changed.set()
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
 
 
 class ListPoller:
@@ -54,9 +58,13 @@ class ListPoller:
             self._task = asyncio.create_task(self._run(), name="list-poller")
         try:
             while True:
-                await watch.changed.wait()
-                watch.changed.clear()
-                status = watch.latest
+                if watch.latest is None:
+                    watch.waiter = asyncio.get_running_loop().create_future()
+                    try:
+                        await watch.waiter
+                    finally:
+                        watch.waiter = None
+                status, watch.latest = watch.latest, None
                 yield status
                 if status.done:
                     return
