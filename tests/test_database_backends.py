@@ -469,3 +469,26 @@ async def test_a_sqlite_file_from_before_edits_gains_their_columns(tmp_path: Pat
         assert (new.extended_from, new.base_seconds, new.seconds) == ("video_old", 4, 8)
     finally:
         await db.close()
+
+
+async def test_the_sqlite_write_ahead_log_is_copied_back_while_writes_go_on(tmp_path: Path) -> None:
+    """Checkpoints run beside the writes: the log stays about one checkpoint's worth of pages, and every row is
+    in the database file once it is closed."""
+    from gateway.backends import sqlite as sqlite_backend
+
+    database = SQLiteDatabase(str(tmp_path / "gateway.db"))
+    wal = tmp_path / "gateway.db-wal"
+    sizes = []
+    for batch in range(12):
+        await asyncio.gather(*(database.ledger_insert(LedgerRow(
+            request_id=f"req-{batch}-{i}", time=time.time(), team="alpha", key_id="key_1", model="sora-2",
+            size="720x1280", seconds=4, outcome="cache_hit")) for i in range(sqlite_backend.CHECKPOINT_ROWS)))
+        if database._checkpoint is not None:
+            await database._checkpoint
+        sizes.append(wal.stat().st_size)
+    assert max(sizes) < 4 * min(sizes[1:]), sizes  # without checkpoints it grows with every batch, 12 times over
+    await database.close()
+    reopened = SQLiteDatabase(str(tmp_path / "gateway.db"))
+    rows = reopened.conn.execute("SELECT COUNT(*) FROM ledger").fetchone()[0]
+    await reopened.close()
+    assert rows == 12 * sqlite_backend.CHECKPOINT_ROWS

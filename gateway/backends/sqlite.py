@@ -1,7 +1,10 @@
 """The embedded database: jobs, team keys and the ledger in one SQLite file (WAL).
 
 Statements are short and run on the event loop's thread: with WAL and synchronous=NORMAL a commit is
-a write to the OS page cache, which survives a killed process, and costs tens of microseconds. SQLite's own
+a write to the OS page cache, which survives a killed process, and costs tens of microseconds. Copying the WAL
+back into the database (a checkpoint) syncs both files to disk, which can take milliseconds: SQLite would do it
+inside a commit every 1,000 pages, holding the event loop, so here it runs in a worker thread on a connection of
+its own every `CHECKPOINT_ROWS` changed rows. SQLite's own
 busy wait would stall the event loop while another process (`sora-gateway keys create`) holds the write lock,
 so a write that finds the file locked waits on the event loop instead, up to `LOCK_WAIT_S`.
 """
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import operator
 import sqlite3
 import time
@@ -84,7 +88,9 @@ _INSERT_LEDGER = (f"INSERT OR REPLACE INTO ledger ({', '.join(_LEDGER_COLUMNS)})
                   f" VALUES ({', '.join('?' for _ in _LEDGER_COLUMNS)})")
 _ledger_values = operator.attrgetter(*_LEDGER_COLUMNS)
 LOCK_WAIT_S = 5.0
+CHECKPOINT_ROWS = 2000
 T = TypeVar("T")
+log = logging.getLogger("gateway.database")
 _BOOL_COLUMNS = {"refused", "has_thumbnail", "deleted", "resubmitted", "progress_estimated"}
 
 
@@ -98,6 +104,7 @@ class SQLiteDatabase:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute("PRAGMA busy_timeout=0")
+        self.conn.execute("PRAGMA wal_autocheckpoint=0")  # see `_after_write`
         self.conn.executescript(SCHEMA)
         self._add_columns()
         self._ledger_writer: GroupCommit[LedgerRow] = GroupCommit(self._ledger_insert_many)
@@ -106,6 +113,9 @@ class SQLiteDatabase:
         self._advances: GroupCommit[tuple[str, dict[str, Any]]] = GroupCommit(self._advance_many)
         self._finishes: GroupCommit[tuple[str, dict[str, Any], str, float, tuple[WebhookEvent, ...]]] = (
             GroupCommit(self._finish_many))
+        self._checkpointed = self.conn.total_changes
+        self._checkpoint: asyncio.Task | None = None
+        self._checkpointer: sqlite3.Connection | None = None
 
     def _add_columns(self) -> None:
         for table, column, definition in ADDED_COLUMNS:
@@ -115,7 +125,11 @@ class SQLiteDatabase:
                     self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
     async def close(self) -> None:
-        self.conn.close()
+        if self._checkpoint is not None:
+            await asyncio.shield(self._checkpoint)
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+        self.conn.close()  # the last connection to close checkpoints what is left
 
     async def _write(self, work: Callable[[], T]) -> T:
         """Run a write; while another connection holds the lock, wait for it without blocking the loop."""
@@ -123,12 +137,37 @@ class SQLiteDatabase:
         pause = 0.005
         while True:
             try:
-                return work()
+                result = work()
+                self._after_write()
+                return result
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
                     raise
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.1)
+
+    def _after_write(self) -> None:
+        """Start a checkpoint in a worker thread once enough rows changed since the last one started."""
+        changes = self.conn.total_changes
+        if changes - self._checkpointed < CHECKPOINT_ROWS or self._checkpoint is not None or self.path == ":memory:":
+            return
+        self._checkpointed = changes
+        self._checkpoint = asyncio.get_running_loop().create_task(self._run_checkpoint())
+
+    async def _run_checkpoint(self) -> None:
+        try:
+            await asyncio.to_thread(self._checkpoint_now)
+        except sqlite3.Error as exc:  # the WAL keeps the changes; the next checkpoint copies them
+            log.warning("database checkpoint failed", extra={"error": str(exc)})
+        finally:
+            self._checkpoint = None
+
+    def _checkpoint_now(self) -> tuple[int, int, int]:
+        if self._checkpointer is None:
+            self._checkpointer = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        # PASSIVE: copies what no reader still needs, without waiting for readers or holding back writers
+        busy, frames, copied = self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return busy, frames, copied
 
     async def ping(self) -> bool:
         self.conn.execute("SELECT 1").fetchone()
