@@ -59,7 +59,7 @@ from gateway.core.service import VideoService
 from gateway.core.signing import LinkSigner
 from gateway.core.upstream import Upstream
 from gateway.core.webhooks import Webhooks
-from gateway.observability.metrics import NULL_METRICS, Metrics, MetricsSink, TimedDatabase
+from gateway.observability.metrics import NULL_METRICS, Metrics, MetricsSink, TimedDatabase, watch_loop_lag
 from gateway.redaction import NO_SECRETS, Redactor, config_secrets
 from gateway.upstreams.callbacks import callbacks_for
 from gateway.upstreams.fal import FalUpstream
@@ -184,6 +184,7 @@ class Gateway:
         self._background.append(asyncio.create_task(
             every(self.retention.interval_s, self.retention.sweep, "store sweep"), name="store-sweep"))
         self._background.append(asyncio.create_task(self.webhooks.run(), name="webhook-sender"))
+        self._background.append(asyncio.create_task(watch_loop_lag(self.metrics), name="loop-lag"))
         with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):  # only the main thread can
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_sighup)
 

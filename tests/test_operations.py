@@ -140,6 +140,15 @@ def test_metrics_routes_are_templates(gateway):
     assert not [labels for name, labels in samples if video["id"] in str(labels)]
 
 
+def test_the_event_loop_lag_is_measured_all_the_time(gateway):
+    """Operators see how late the loop runs its work, with or without traffic: a round every half second."""
+    samples = scrape_until(gateway, lambda s: total(s, "sora_gateway_event_loop_lag_seconds_count") >= 2)
+    buckets = {dict(labels)["le"] for name, labels in samples if name == "sora_gateway_event_loop_lag_seconds_bucket"}
+    assert {"0.001", "0.1", "+Inf"} <= buckets
+    assert total(samples, "sora_gateway_event_loop_lag_seconds_bucket", le="+Inf") == total(
+        samples, "sora_gateway_event_loop_lag_seconds_count")
+
+
 def test_private_metrics_need_the_admin_key(simulator, start_gateway):
     gateway = start_gateway(simulator, server={"metrics_public": False})
     assert httpx.get(gateway.url + "/metrics").status_code == 401

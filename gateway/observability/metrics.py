@@ -9,6 +9,7 @@ raw path), team names, upstream names and key labels (`relay-a:1a2b3c4d`), never
 """
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import time
 from collections import Counter as Tally
@@ -31,6 +32,8 @@ _OVERHEAD_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 _UPSTREAM_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _JOB_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 180.0, 300.0, 600.0, 900.0, 1800.0)
 _FIRST_CHUNK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_LOOP_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+LOOP_LAG_INTERVAL_S = 0.5
 _LEDGER_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
@@ -92,6 +95,16 @@ class _NullCall:
         return None
 
 
+async def watch_loop_lag(metrics: MetricsSink, interval_s: float = LOOP_LAG_INTERVAL_S) -> None:
+    """Record how late the event loop wakes a timer, until cancelled. A busy loop (more work arriving than one
+    core does) shows here before anywhere else: every request and stream waits that long for its next step."""
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + interval_s
+        await asyncio.sleep(interval_s)
+        metrics.loop_lag(max(loop.time() - due, 0.0))
+
+
 class MetricsSink:
     """What the gateway records, as methods that do nothing. `Metrics` records them for real."""
 
@@ -110,6 +123,8 @@ class MetricsSink:
     def stream_opened(self) -> None: ...
 
     def stream_closed(self) -> None: ...
+
+    def loop_lag(self, seconds: float) -> None: ...
 
     def cache_result(self, result: str) -> None: ...
 
@@ -153,6 +168,9 @@ class Metrics(MetricsSink):
                                       " arrival to its first chunk.", ["route"], buckets=_FIRST_CHUNK_BUCKETS,
                                       registry=r)
         self.open_streams = Gauge("sora_gateway_open_streams", "Streaming responses in progress.", registry=r)
+        self.loop_lags = Histogram("sora_gateway_event_loop_lag_seconds", "How late the event loop ran a timer"
+                                   f" set every {LOOP_LAG_INTERVAL_S:g} s: the wait any ready work has in front of it.",
+                                   buckets=_LOOP_LAG_BUCKETS, registry=r)
         self.cache = Counter("sora_gateway_cache_lookups", "Generation requests by cache result: hit (a finished"
                              " video), joined (an identical job in flight) or miss (a new job).", ["result"],
                              registry=r)
@@ -219,6 +237,9 @@ class Metrics(MetricsSink):
 
     def stream_closed(self) -> None:
         self.open_streams.dec()
+
+    def loop_lag(self, seconds: float) -> None:
+        self.loop_lags.observe(seconds)
 
     def cache_result(self, result: str) -> None:
         self._cache_children[result].inc()
