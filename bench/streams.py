@@ -51,8 +51,10 @@ UPSTREAM_KEY = "sk-bench-upstream-1"  # no fault prefix: the simulator treats it
 SLOW_CREATE_KEY = "sk-slowcreate-bench-1"  # with --create-delay: every create takes that long
 DIRECT_KEY = "sk-bench-direct-1"
 ADMIN_KEY = "sk-bench-admin-" + secrets.token_hex(8)
-FIRST_CHUNK_BUCKET = re.compile(
-    rb'^sora_gateway_stream_first_chunk_seconds_bucket\{[^}]*le="([^"]+)"[^}]*\} ([\d.e+]+)$', re.M)
+HISTOGRAM_BUCKET = re.compile(rb'^(sora_gateway_[a-z_]+)_bucket\{[^}]*le="([^"]+)"[^}]*\} ([\d.e+]+)$', re.M)
+# the gateway's own histograms read before and after the run: name in the report -> metric
+GATEWAY_HISTOGRAMS = {"gateway_side_first_chunk_s": b"sora_gateway_stream_first_chunk_seconds",
+                      "event_loop_lag_s": b"sora_gateway_event_loop_lag_seconds"}
 POLL_PATH = re.compile(r"^/v1/videos/[^/]+$")
 CONTENT_PATH = re.compile(r"^/v1/videos/[^/]+/content$")
 
@@ -303,24 +305,31 @@ def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, fl
     return {name: round(after[name] - before[name], 2) for name in after}
 
 
-async def first_chunk_buckets(port: int) -> dict[str, float]:
-    """The gateway's own histogram of arrival to first chunk (`le` bound: cumulative count)."""
+async def gateway_histograms(port: int) -> dict[bytes, dict[str, float]]:
+    """The gateway's own histograms (metric: `le` bound: cumulative count)."""
     async with httpx.AsyncClient(timeout=30) as client:
         page = await client.get(f"http://{LOOPBACK}:{port}/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
-    return {bound.decode(): float(count) for bound, count in FIRST_CHUNK_BUCKET.findall(page.content)}
-
-
-async def gateway_side_first_chunk(port: int, baseline: dict[str, float]) -> dict[str, str | None]:
-    """p50 and p99 of the time from the request reaching the gateway's app to its first chunk, as the bucket
-    bound they fall under: beside the client's figure, it tells time in the gateway from time spent waiting
-    to be accepted and read."""
-    now = await first_chunk_buckets(port)
-    counts = [(bound, now[bound] - baseline.get(bound, 0.0)) for bound in now]
-    total = counts[-1][1] if counts else 0.0
-    found: dict[str, str | None] = {"p50_le": None, "p99_le": None}
-    for name, share in (("p50_le", 0.5), ("p99_le", 0.99)):
-        found[name] = next((bound for bound, count in counts if total and count >= share * total), None)
+    found: dict[bytes, dict[str, float]] = {}
+    for name, bound, count in HISTOGRAM_BUCKET.findall(page.content):
+        found.setdefault(name, {})[bound.decode()] = float(count)
     return found
+
+
+def bucket_quantiles(before: dict[str, float], after: dict[str, float]) -> dict[str, str | None]:
+    """p50 and p99 of what a histogram counted between two readings, as the bucket bound they fall under."""
+    counts = [(bound, after[bound] - before.get(bound, 0.0)) for bound in after]
+    total = counts[-1][1] if counts else 0.0
+    return {name: next((bound for bound, count in counts if total and count >= share * total), None)
+            for name, share in (("p50_le", 0.5), ("p99_le", 0.99))}
+
+
+async def gateway_side(port: int, baseline: dict[bytes, dict[str, float]]) -> dict[str, dict[str, str | None]]:
+    """Beside the client's figures: the time from a request reaching the gateway's app to its first chunk, which
+    tells time in the gateway from time spent waiting to be accepted and read, and how late the event loop ran
+    its timer while the streams ran."""
+    now = await gateway_histograms(port)
+    return {key: bucket_quantiles(baseline.get(metric, {}), now.get(metric, {}))
+            for key, metric in GATEWAY_HISTOGRAMS.items()}
 
 
 def _round(value: float | None, digits: int) -> float | None:
@@ -390,7 +399,7 @@ async def run(args: argparse.Namespace, data: Path, children: list[Child], repor
             raise Aborted(f"--timeout {args.timeout:g} s reached before the gateway run")
 
         # the run: N concurrent streams through the gateway
-        baseline = await first_chunk_buckets(gw_port)
+        baseline = await gateway_histograms(gw_port)
         before = proc_status(gateway.pid)
         cpu_before = cpu_snapshot(pids)
         stream_monitor = Monitor(pids, [Exchange() for _ in range(args.n)], "gateway", args.quiet)
@@ -405,7 +414,7 @@ async def run(args: argparse.Namespace, data: Path, children: list[Child], repor
             streams["gateway_exit"] = {"code": gateway.process.returncode, "log_tail": gateway.log_tail()}
             report["aborted"] = f"the gateway exited with code {gateway.process.returncode} during the run"
         calls = orjson.loads((await control.get("/_sim/calls")).content)["calls"]
-        inside = await gateway_side_first_chunk(gw_port, baseline)
+        inside = await gateway_side(gw_port, baseline)
         report["gateway"] = streams | {
             "completion_rate": round(ok / args.n, 4),
             "total_s": round(total, 3),
@@ -416,7 +425,7 @@ async def run(args: argparse.Namespace, data: Path, children: list[Child], repor
             "cpu_s": cpu_delta(cpu_before, cpu_after),
             "gateway_cpu_ms_per_stream": round(gateway_cpu_s * 1000 / args.n, 2),
             "cpu": stream_monitor.cpu_summary(),
-            "gateway_side_first_chunk_s": inside,
+            **inside,
         }
         report["upstream_calls"] = upstream_calls(calls, args.n)
         first_p50 = report["gateway"]["first_chunk_ms"]["p50"]
@@ -444,7 +453,8 @@ def readable(report: dict) -> str:
         f"{g['completion_rate'] * 100:.1f}% completed, "
         f"first chunk p50 {g['first_chunk_ms']['p50']} ms p99 {g['first_chunk_ms']['p99']} ms "
         f"(inside the gateway p50 <= {g['gateway_side_first_chunk_s']['p50_le']} s, "
-        f"p99 <= {g['gateway_side_first_chunk_s']['p99_le']} s) "
+        f"p99 <= {g['gateway_side_first_chunk_s']['p99_le']} s; event loop lag p99 <= "
+        f"{g['event_loop_lag_s']['p99_le']} s) "
         f"(direct simulator TTFB p50 {d['ttfb_ms']['p50']} ms p99 {d['ttfb_ms']['p99']} ms: "
         f"x{r['first_chunk_vs_direct_ttfb_p50']} / x{r['first_chunk_vs_direct_ttfb_p99']}), "
         f"total {g['total_s']} s, gateway peak RSS {g['peak_rss_mb']} MB "
