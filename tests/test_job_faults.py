@@ -188,6 +188,22 @@ def test_a_reload_that_moves_an_upstream_leaves_running_jobs_where_they_were(sta
     assert new.app.state.sim.count() == 0
 
 
+def test_a_video_that_cannot_be_downloaded_fails_its_job_and_keeps_no_thumbnail(start_simulator, start_gateway):
+    """The thumbnail is fetched beside the video; when the video cannot be had, the job fails, nothing is charged
+    and no thumbnail is kept, whether it arrived first or was still on its way."""
+    simulator = start_simulator(duration_s=0.2)
+    gateway = start_gateway(simulator)
+    simulator.app.state.sim.content_errors["video"] = 404
+    video = finished_video(sdk(gateway), sdk(gateway).videos.create(model="sora-2", prompt="a lost reel").id)
+    assert video.status == "failed"
+    assert "could not be downloaded" in video.error.message
+    store = gateway.app.state.gateway.store
+    assert not store.local_path(video.id, "video").exists()
+    assert not store.local_path(video.id, "thumbnail").exists()
+    usage = httpx.get(gateway.url + "/admin/usage", headers=ADMIN).json()
+    assert sum(group["cost_usd"] for group in usage["data"]) == 0
+
+
 # 10. The download counts against job_timeout_s ------------------------------------------------------------------
 
 def test_a_video_ready_just_in_time_is_delivered_however_long_its_download_takes(start_simulator, start_gateway):

@@ -88,6 +88,8 @@ class SimulatorState:
         # it opens. None: downloads answer at once.
         self.content_gate: threading.Event | None = None
         self.content_held = 0
+        # Tests make one variant's downloads fail: variant -> the HTTP status its content answers with.
+        self.content_errors: dict[str, int] = {}
 
     def record(self, call: Call) -> None:
         self.calls.append(call)

@@ -282,6 +282,8 @@ class VideosAPI:
         status = progress_of(job, time.monotonic(), self.settings.duration_s).status
         if status != "completed":
             raise APIError(404, f"Video '{job.id}' is not ready: its status is '{status}'.")
+        if variant in self.state.content_errors:
+            raise APIError(self.state.content_errors[variant], f"The {variant} of video '{job.id}' is not available.")
         gate = self.state.content_gate
         if gate is not None and not gate.is_set():
             self.state.content_held += 1
