@@ -332,22 +332,9 @@ class Lifecycle:
 
     async def _store(self, job: FollowedJob, final: UpstreamStatus) -> None:
         record = job.record
-        # the thumbnail comes with the video, fetched beside it (the job ends one download sooner, and both files
-        # are synced together); a spritesheet is fetched when first asked for (`fetch_preview`)
-        thumbnail = asyncio.create_task(self.follower.preview(record, job.upstream, job.slot.key, final,
-                                                              "thumbnail"), name=f"thumbnail-{record.id}")
-        try:
-            await self.follower.video(job, final)
-        except BaseException:  # no video, so no thumbnail either: a failed job keeps no files
-            thumbnail.cancel()
-            stored = False
-            with contextlib.suppress(asyncio.CancelledError):
-                stored = await thumbnail
-            if stored:
-                with contextlib.suppress(Exception):  # the video's failure is what the job reports
-                    await self.store.delete(record.id)
-            raise
-        record.has_thumbnail = await thumbnail
+        await self.follower.video(job, final)
+        # the thumbnail comes with the video; a spritesheet is fetched when first asked for (`fetch_preview`)
+        record.has_thumbnail = await self.follower.preview(record, job.upstream, job.slot.key, final, "thumbnail")
         current = await self.db.get_job(record.id)  # a delete may have come through another instance
         if record.deleted or (current is not None and current.deleted):
             record.deleted = True  # deleted while it ran: accounted for as usual, but nothing is kept
