@@ -132,8 +132,9 @@ async def _stream(gw, record: JobRecord, handle: JobHandle | None, fmt: StreamFo
             yield Last(b"".join([*end, DONE]))
             return
         text = lines.line(record.status, record.progress, record.progress_estimated, record.queue_position)
-        if text is not None or tuple(video.values()) != sent:
-            sent = tuple(video.values())
+        shown = tuple(video.values())
+        if text is not None or shown != sent:
+            sent = shown
             yield writer.chunk({fmt.status_field: text} if text is not None else {}, video)
         del video  # not kept while the stream waits for the next change
 

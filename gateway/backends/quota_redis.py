@@ -249,19 +249,21 @@ class RedisQuotaStore:
 
     async def _admit_requests(self, requests: list[tuple[str, int, int]]) -> list[list]:
         if len(requests) == 1:
-            key, limit, ttl = requests[0]
-            return [await self._admit_request(keys=(key,), args=(limit, ttl))]
+            return [await self._admit_one(*requests[0])]
         async with self.redis.pipeline(transaction=False) as pipe:
             for key, limit, ttl in requests:
                 pipe.evalsha(self._admit_request.sha, 1, key, limit, ttl)
             replies = await pipe.execute(raise_on_error=False)
         for i, reply in enumerate(replies):
             if isinstance(reply, NoScriptError):  # the server lost its scripts (a restart): this one did not run
-                key, limit, ttl = requests[i]
-                replies[i] = await self._admit_request(keys=(key,), args=(limit, ttl))
+                replies[i] = await self._admit_one(*requests[i])
             elif isinstance(reply, Exception):
                 raise reply
         return replies
+
+    async def _admit_one(self, key: str, limit: int, ttl: int) -> list:
+        """One request-rate admission on its own (the script object loads itself into a server without it)."""
+        return await self._admit_request(keys=(key,), args=(limit, ttl))
 
     def _answer(self, team: str, limits: QuotaConfig, charge: Charge, reply: list, reservation_id: str | None,
                 now: float) -> Admission | Rejection:

@@ -162,12 +162,11 @@ class SQLiteDatabase:
         finally:
             self._checkpoint = None
 
-    def _checkpoint_now(self) -> tuple[int, int, int]:
+    def _checkpoint_now(self) -> None:
         if self._checkpointer is None:
             self._checkpointer = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         # PASSIVE: copies what no reader still needs, without waiting for readers or holding back writers
-        busy, frames, copied = self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        return busy, frames, copied
+        self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 
     async def ping(self) -> bool:
         self.conn.execute("SELECT 1").fetchone()
