@@ -154,7 +154,8 @@ class Gateway:
         self.lifecycle = Lifecycle(
             db=self.db, live=self.live, coordinator=self.coordinator, upstreams=self.upstreams, pools=self.pools,
             settings=self.upstream_settings, store=self.store, accounting=self.accounting, flights=self.flights,
-            webhooks=self.webhooks, metrics=self.metrics, ping_interval_s=lambda: self.config.server.ping_interval_s)
+            webhooks=self.webhooks, metrics=self.metrics, ping_interval_s=lambda: self.config.server.ping_interval_s,
+            thumbnails_with_video=config.storage.thumbnails == "with_video")
         limits = ImageLimits(max_bytes=config.server.image_max_bytes, timeout_s=config.server.image_timeout_s)
         self.videos = VideoService(config, self.db, self.store, self.live, self.lifecycle, self.flights,
                                    self.accounting, self.upstream_settings, limits, self.webhooks, self.metrics)

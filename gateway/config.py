@@ -31,6 +31,7 @@ FAL_JWKS_URL = "https://rest.fal.ai/.well-known/jwks.json"
 STREAM_FORMATS = ("markdown", "zh", "reasoning")
 CACHE_SCOPES = ("team", "global")
 SERVE_MODES = ("proxy", "redirect")
+THUMBNAIL_MODES = ("on_demand", "with_video")
 VIDEO_STORE_SCHEMES = ("file://", "s3://", "gs://", "az://")
 UI_TASK_MODES = ("answer", "generate")
 QUOTA_KEYS = (
@@ -83,6 +84,7 @@ class StorageConfig:
     videos_endpoint: str = ""  # an S3-compatible server (MinIO, R2, …) instead of AWS
     serve: str = "proxy"  # "proxy": the gateway streams content; "redirect": a 302 to a signed URL of the store
     redirect_ttl_s: int = 300  # how long such a signed URL works
+    thumbnails: str = "on_demand"  # "on_demand": fetched on its first request; "with_video": stored with the video
 
     @property
     def local_videos_dir(self) -> str | None:
@@ -352,6 +354,7 @@ class _Reader:
             videos_endpoint=self.get(t, p, "videos_endpoint", str, d.videos_endpoint, _optional_http_url),
             serve=self.get(t, p, "serve", str, d.serve, _one_of(*SERVE_MODES)),
             redirect_ttl_s=self.get(t, p, "redirect_ttl_s", int, d.redirect_ttl_s, _signed_url_ttl),
+            thumbnails=self.get(t, p, "thumbnails", str, d.thumbnails, _one_of(*THUMBNAIL_MODES)),
         )
         self.video_store(t, storage)
         return storage

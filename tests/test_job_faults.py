@@ -189,8 +189,7 @@ def test_a_reload_that_moves_an_upstream_leaves_running_jobs_where_they_were(sta
 
 
 def test_a_video_that_cannot_be_downloaded_fails_its_job_and_keeps_no_thumbnail(start_simulator, start_gateway):
-    """The thumbnail is fetched beside the video; when the video cannot be had, the job fails, nothing is charged
-    and no thumbnail is kept, whether it arrived first or was still on its way."""
+    """When the video cannot be had, the job fails, nothing is charged and no file of it is kept."""
     simulator = start_simulator(duration_s=0.2)
     gateway = start_gateway(simulator)
     simulator.app.state.sim.content_errors["video"] = 404

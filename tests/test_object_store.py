@@ -100,7 +100,7 @@ async def test_a_store_that_does_not_answer_is_reported_unavailable_without_its_
 def test_videos_are_stored_in_the_bucket_and_served_with_range_and_etag(simulator, s3_gateway, s3):
     gateway = s3_gateway(simulator)
     video = finished(gateway)
-    assert sorted(s3.keys()) == [f"{video.id}.jpg", f"{video.id}.mp4"]
+    assert sorted(s3.keys()) == [f"{video.id}.mp4"]  # previews are fetched when first asked for
     data = client(gateway).videos.download_content(video.id).read()
     assert_playable_mp4(data)
     url = f"{gateway.url}/v1/videos/{video.id}/content"
@@ -125,18 +125,21 @@ def test_videos_are_stored_in_the_bucket_and_served_with_range_and_etag(simulato
     assert thumb.startswith(b"\xff\xd8\xff")
 
 
-def test_a_spritesheet_is_fetched_into_the_store_on_demand(simulator, s3_gateway, s3):
+def test_previews_are_fetched_into_the_store_on_demand(simulator, s3_gateway, s3):
     gateway = s3_gateway(simulator)
     video = finished(gateway)
-    assert f"{video.id}.sprite.jpg" not in s3.keys()
+    assert f"{video.id}.sprite.jpg" not in s3.keys() and f"{video.id}.jpg" not in s3.keys()
     sheet = client(gateway).videos.download_content(video.id, variant="spritesheet").read()
     assert sheet.startswith(b"\xff\xd8\xff") and f"{video.id}.sprite.jpg" in s3.keys()
+    thumb = client(gateway).videos.download_content(video.id, variant="thumbnail").read()
+    assert thumb.startswith(b"\xff\xd8\xff") and f"{video.id}.jpg" in s3.keys()
 
 
 def test_delete_removes_every_file_from_the_bucket(simulator, s3_gateway, s3):
     gateway = s3_gateway(simulator)
     video = finished(gateway)
-    client(gateway).videos.download_content(video.id, variant="spritesheet").read()
+    for variant in ("thumbnail", "spritesheet"):
+        client(gateway).videos.download_content(video.id, variant=variant).read()
     assert len(s3.keys()) == 3
     client(gateway).videos.delete(video.id)
     assert s3.keys() == []
@@ -224,6 +227,8 @@ def test_storage_config_names_the_key_that_is_wrong(tmp_path):
     assert problem.startswith("storage.serve: must be one of 'proxy', 'redirect'")
     [problem] = storage_problems(tmp_path, videos="s3://b/p", redirect_ttl_s=0)
     assert problem.startswith("storage.redirect_ttl_s: must be from 1 to 604800")
+    [problem] = storage_problems(tmp_path, thumbnails="always")
+    assert problem.startswith("storage.thumbnails: must be one of 'on_demand', 'with_video'")
     [problem] = storage_problems(tmp_path, videos="s3://b/p", videos_dir="data/videos")
     assert problem.startswith("storage.videos_dir: set either storage.videos or its older spelling")
 

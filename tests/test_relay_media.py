@@ -89,8 +89,8 @@ def names(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
     return table
 
 
-def relay_gateway(start_simulator, start_gateway, tmp_path, media_base: str, **upstream):
-    simulator = start_simulator(kind="chat", public_url=media_base)
+def relay_gateway(start_simulator, start_gateway, tmp_path, media_base: str, family: str = "a", **upstream):
+    simulator = start_simulator(kind="chat", public_url=media_base, family=family)
     raw_upstream = base_config(tmp_path, simulator.url + "/v1", kind="chat")["upstreams"][0]
     raw_upstream.update(upstream)
     gateway = start_gateway(simulator, kind="chat", cache={"enabled": False}, upstreams=[raw_upstream])
@@ -163,3 +163,13 @@ def test_media_on_the_relays_own_origin_is_still_fetched(start_simulator, start_
     client = relay_gateway(start_simulator, start_gateway, tmp_path, "")
     outcome = generate(client)
     assert isinstance(outcome, bytes) and outcome[4:8] == b"ftyp"
+
+
+def test_a_relays_thumbnail_link_is_followed_when_its_job_finishes(start_simulator, start_gateway, tmp_path):
+    """A relay's links are known only from its stream, so its thumbnail is stored with the video rather than
+    fetched on its first request (as a Videos upstream's is)."""
+    client = relay_gateway(start_simulator, start_gateway, tmp_path, "", family="b")  # its stream has a poster
+    completion = client.chat.completions.create(model="sora-2", messages=[{"role": "user", "content": "a fox"}])
+    video_id = completion.model_extra["video"]["id"]
+    thumbnail = client.videos.download_content(video_id, variant="thumbnail").read()
+    assert thumbnail[:3] == b"\xff\xd8\xff"

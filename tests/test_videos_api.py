@@ -54,6 +54,30 @@ def test_create_and_poll_then_download_every_variant(gateway):
     assert err.value.param == "variant"
 
 
+def test_a_thumbnail_is_fetched_on_its_first_request_and_then_served_from_the_store(gateway, simulator):
+    sdk = client(gateway)
+    store = gateway.app.state.gateway.store
+    video = sdk.videos.create_and_poll(model="sora-2", prompt="a lighthouse at dusk")
+    upstream_id = sim_jobs(simulator)[-1].id
+    downloads = lambda: simulator.app.state.sim.count(method="GET", path_prefix=f"/v1/videos/{upstream_id}/content")  # noqa: E731
+    assert stored(store, video.id) and not stored(store, video.id, "thumbnail")
+    assert downloads() == 1  # the video alone: a finished job costs no thumbnail download nobody asked for
+    first = sdk.videos.download_content(video.id, variant="thumbnail").read()
+    assert first.startswith(b"\xff\xd8\xff") and stored(store, video.id, "thumbnail")
+    assert sdk.videos.download_content(video.id, variant="thumbnail").read() == first
+    assert downloads() == 2  # fetched once, then kept
+
+
+def test_thumbnails_with_video_stores_the_thumbnail_when_the_job_finishes(start_gateway, simulator):
+    gateway = start_gateway(simulator, storage={"thumbnails": "with_video"})
+    sdk = client(gateway)
+    video = sdk.videos.create_and_poll(model="sora-2", prompt="a lighthouse at dawn")
+    store = gateway.app.state.gateway.store
+    assert stored(store, video.id) and stored(store, video.id, "thumbnail")
+    simulator.app.state.sim.reset()  # the upstream forgets the job: the thumbnail is served from the store
+    assert sdk.videos.download_content(video.id, variant="thumbnail").read().startswith(b"\xff\xd8\xff")
+
+
 def test_retrieve_tells_the_poller_when_to_ask_again(start_simulator, start_gateway):
     gateway = start_gateway(start_simulator(duration_s=2))
     sdk = client(gateway)
@@ -243,6 +267,7 @@ def test_delete_removes_the_files_and_hides_the_video(gateway, simulator):
     sdk = client(gateway)
     store = gateway.app.state.gateway.store
     video = sdk.videos.create_and_poll(model="sora-2", prompt="a glass of water")
+    sdk.videos.download_content(video.id, variant="thumbnail").read()  # fetched, and kept, on its first request
     assert stored(store, video.id) and stored(store, video.id, "thumbnail")
     deleted = sdk.videos.delete(video.id)
     assert (deleted.id, deleted.object, deleted.deleted) == (video.id, "video.deleted", True)

@@ -327,7 +327,7 @@ async def _content(request: Request, variant: str, signed: tuple[str, str] | Non
         raise APIError(409, f"Video '{video_id}' is not ready: its status is {record.status}. Retrieve it until"
                             " the status is 'completed'.", code="video_not_ready")
     meta = await gw.store.stat(video_id, variant)
-    if meta is None and variant == "spritesheet" and await gw.lifecycle.fetch_preview(record, variant):
+    if meta is None and variant != "video" and await gw.lifecycle.fetch_preview(record, variant):
         meta = await gw.store.stat(video_id, variant)
     if meta is None:
         raise APIError(404, f"Video '{video_id}' has no {variant} content: the upstream that made it did not"

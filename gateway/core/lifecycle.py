@@ -95,7 +95,7 @@ class Lifecycle:
     def __init__(self, *, db: Database, live: LiveJobs, coordinator: Coordinator, upstreams: Mapping[str, Upstream],
                  pools: Mapping[str, KeyPool], settings: UpstreamSettings, store: VideoStore,
                  accounting: Accounting, flights: Flights, webhooks: Webhooks, metrics: MetricsSink,
-                 ping_interval_s: Callable[[], float]) -> None:
+                 ping_interval_s: Callable[[], float], thumbnails_with_video: bool = False) -> None:
         self.db = db
         self.live = live
         self.upstreams = upstreams
@@ -111,6 +111,7 @@ class Lifecycle:
         self.store = store
         self.leases = Leases(coordinator, live, pools, db, self.resume)
         self._ping_interval_s = ping_interval_s
+        self._thumbnails_with_video = thumbnails_with_video
         self._loops: list[asyncio.Task] = []
 
     # -- running ----------------------------------------------------------------------------------------------
@@ -333,8 +334,12 @@ class Lifecycle:
     async def _store(self, job: FollowedJob, final: UpstreamStatus) -> None:
         record = job.record
         await self.follower.video(job, final)
-        # the thumbnail comes with the video; a spritesheet is fetched when first asked for (`fetch_preview`)
-        record.has_thumbnail = await self.follower.preview(record, job.upstream, job.slot.key, final, "thumbnail")
+        # Previews are fetched when first asked for (`fetch_preview`): most are never asked for, and each would
+        # cost a download and a synced file per job. A thumbnail link in the final report (a chat relay's) is
+        # known only now, so it is followed now; so is every thumbnail with `storage.thumbnails = "with_video"`.
+        if final.thumbnail_url or self._thumbnails_with_video:
+            record.has_thumbnail = await self.follower.preview(record, job.upstream, job.slot.key, final,
+                                                               "thumbnail")
         current = await self.db.get_job(record.id)  # a delete may have come through another instance
         if record.deleted or (current is not None and current.deleted):
             record.deleted = True  # deleted while it ran: accounted for as usual, but nothing is kept
