@@ -32,6 +32,9 @@ _SHAPES = re.compile(
 )
 _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.\-]*://[^:/@\s]*:)[^@\s/]+@", re.IGNORECASE)
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+# the gateway's own job and request ids: nothing credential-shaped can match inside one (the prefix is no key
+# word and hex after `_` is not bare hex), and each is new, so neither scanned for shapes nor remembered
+_OWN_ID = re.compile(r"(?:video|req)_[0-9a-f]{20,32}")
 _MEMO_TEXT, _MEMO_ENTRIES = 200, 4096  # texts up to this long are remembered, this many at most
 
 
@@ -64,6 +67,8 @@ class Redactor:
         # Log lines repeat most of their fields (method, route, team, model, key label): each is scanned once.
         done = self._seen.get(text)
         if done is None:
+            if _OWN_ID.fullmatch(text):
+                return text if self._known is None else self._known.sub(REDACTED, text)
             if len(self._seen) >= _MEMO_ENTRIES:
                 self._seen = {}
             done = self._seen[text] = self._redact(text)

@@ -32,9 +32,14 @@ _RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))
 _CHATTY_LOGGERS = ("httpx", "httpcore")  # one line per upstream call at info level: shown at debug only
 
 
+_FIELDS = "_sgw_fields"  # the redacted `extra=` fields, kept on the record by the filter for the formatter
+_RECORD_FIELDS |= {_FIELDS}
+
+
 def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
-    """The `extra=` fields of a record."""
-    return {k: v for k, v in vars(record).items() if k not in _RECORD_FIELDS}
+    """The `extra=` fields of a record (redacted, once it passed the filter)."""
+    fields = record.__dict__.get(_FIELDS)
+    return fields if fields is not None else {k: v for k, v in vars(record).items() if k not in _RECORD_FIELDS}
 
 
 class RedactingFilter(logging.Filter):
@@ -50,8 +55,10 @@ class RedactingFilter(logging.Filter):
         except Exception:  # noqa: BLE001 - a bad format string must not hide the record
             message = f"{record.msg} {record.args!r}"
         record.msg, record.args = self.redact(message), None
-        for name, value in extra_fields(record).items():
-            setattr(record, name, self.redact.value(value))
+        value = self.redact.value
+        fields = {name: value(v) for name, v in vars(record).items() if name not in _RECORD_FIELDS}
+        vars(record).update(fields)
+        record.__dict__[_FIELDS] = fields
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
@@ -100,9 +107,17 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+_stamp: tuple[int, str] = (-1, "")  # the last second formatted, and its text: a line's time is built once a second
+
+
 def _timestamp(record: logging.LogRecord) -> str:
-    moment = dt.datetime.fromtimestamp(record.created, dt.UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    global _stamp
+    second, text = _stamp
+    if int(record.created) != second:
+        second = int(record.created)
+        text = dt.datetime.fromtimestamp(second, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _stamp = (second, text)
+    return f"{text}.{int(record.msecs):03d}Z"
 
 
 def _one_line(text: str) -> str:
@@ -133,6 +148,9 @@ def configure_logging(config: Config, *, stream: IO[str] | None = None,
     handler.set_name(HANDLER_NAME)
     handler.setFormatter(JSONFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(RedactingFilter(config_secrets(config)))
+    # No line shows the caller's file and line, thread or process: the logging module need not look them up.
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     root = logging.getLogger()
     for old in [h for h in root.handlers if h.get_name() == HANDLER_NAME]:
         root.removeHandler(old)
