@@ -251,6 +251,20 @@ def test_a_video_deleted_through_one_instance_is_gone_for_both(start_simulator, 
             sdk(url).videos.download_content(video.id)
 
 
+def test_a_running_video_deleted_through_the_other_instance_keeps_nothing_and_is_charged(start_simulator, cluster,
+                                                                                          s3):
+    c = on_object_store(cluster(start_simulator(duration_s=1)), s3)
+    a, b = c.start(), c.start()
+    running = sdk(a).videos.create(model="sora-2", prompt="made on a, deleted on b while it runs")
+    assert sdk(b).videos.delete(running.id).deleted is True
+    usage = lambda: sdk(b).get("/usage", cast_to=httpx.Response).json()["total"]  # noqa: E731
+    wait_until(lambda: usage()["videos"] == 1, timeout=30)  # a finished it: the upstream charged for it
+    assert usage()["cost_usd"] == 0.4
+    assert s3.keys() == []  # a learnt of the delete from the database and kept nothing
+    with pytest.raises(openai.NotFoundError):
+        sdk(a).videos.retrieve(running.id)
+
+
 def test_expired_videos_are_swept_from_the_store_for_every_instance(start_simulator, cluster, s3):
     c = on_object_store(cluster(start_simulator(), cache={"enabled": True, "ttl_s": 2, "scope": "team"}), s3)
     a, b = c.start(), c.start()

@@ -340,9 +340,10 @@ class Lifecycle:
         if final.thumbnail_url or self._thumbnails_with_video:
             record.has_thumbnail = await self.follower.preview(record, job.upstream, job.slot.key, final,
                                                                "thumbnail")
-        current = await self.db.get_job(record.id)  # a delete may have come through another instance
-        if record.deleted or (current is not None and current.deleted):
-            record.deleted = True  # deleted while it ran: accounted for as usual, but nothing is kept
+        if not record.deleted and self.leases.coordinator.shared:  # a delete through another instance
+            current = await self.db.get_job(record.id)
+            record.deleted = current is not None and current.deleted
+        if record.deleted:  # deleted while it ran: accounted for as usual, but nothing is kept
             await self.store.delete(record.id)
         record.progress, record.progress_estimated = 100.0, False
         await self._finish(job, "completed", None, None)
