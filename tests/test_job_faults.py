@@ -22,7 +22,7 @@ from gateway.core.live import LiveJobs
 from gateway.core.periodic import every
 from gateway.core.records import JobRecord
 from gateway.core.upstream import UpstreamStatus
-from gateway.upstreams.list_poll import ListPoller
+from gateway.upstreams.list_poll import PAGE_SIZE, ListPoller
 from tests.support import (
     ADMIN_KEY,
     ALPHA_KEY,
@@ -125,6 +125,39 @@ async def test_the_list_poller_survives_an_unexpected_answer():
     finally:
         await poller.aclose()
     assert statuses == ["completed"] and calls == 2
+
+
+async def test_jobs_that_join_during_a_list_round_do_not_push_its_own_jobs_to_single_polls():
+    """A burst of new jobs sits on top of the listing (newest first) while a round pages down to the jobs it
+    started with: those are still found in the listing, and the newcomers get their status from it too."""
+    newcomers = [f"new{i}" for i in range(2500)]
+    listing = [*reversed(newcomers), "old"]
+    followers: list[asyncio.Task] = []
+    single_polls: list[str] = []
+
+    async def list_page(after):
+        if not followers:  # the burst arrives while the first round runs
+            followers.extend(asyncio.create_task(statuses(poller.follow(i))) for i in newcomers)
+            await asyncio.sleep(0)
+        start = listing.index(after) + 1 if after else 0
+        page = listing[start:start + PAGE_SIZE]
+        return {"data": [{"id": i, "status": "completed", "progress": 100} for i in page],
+                "has_more": start + PAGE_SIZE < len(listing)}
+
+    async def get_one(upstream_id):
+        single_polls.append(upstream_id)
+        return UpstreamStatus("completed", 100)
+
+    async def statuses(follow):
+        return [s.status async for s in follow]
+
+    poller = ListPoller(list_page, get_one, lambda v: UpstreamStatus(v["status"], v["progress"]), interval_s=0.0)
+    try:
+        assert await statuses(poller.follow("old")) == ["completed"]
+        assert all(s == ["completed"] for s in await asyncio.gather(*followers))
+    finally:
+        await poller.aclose()
+    assert single_polls == []
 
 
 # 5. A leader's own refusal reaches the requests that joined it -----------------------------------------------

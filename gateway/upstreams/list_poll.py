@@ -89,7 +89,7 @@ class ListPoller:
 
     async def _round(self) -> bool:
         """One round over every followed job; False when the listing failed (the next round backs off)."""
-        wanted = set(self._watched)  # jobs that join during this round wait for the next one
+        wanted = set(self._watched)  # the round reads the listing until it saw all of these
         listed = True
         try:
             seen = await self._list_round(wanted) if self.listing else {}
@@ -109,13 +109,19 @@ class ListPoller:
         return listed
 
     async def _list_round(self, wanted: set[str]) -> dict[str, UpstreamStatus]:
+        """The statuses the listing shows of followed jobs, read until every job of `wanted` was seen. Jobs that
+        joined while the round ran are newer, so they come first in the listing: they count towards the pages
+        read (or a burst of new jobs would push the round's own below its last page, to be polled one by one),
+        and what the listing says of them is passed on too."""
         seen: dict[str, UpstreamStatus] = {}
         after: str | None = None
-        for _ in range(max(MAX_PAGES, len(wanted) // PAGE_SIZE + 5)):
+        pages = 0
+        while pages < max(MAX_PAGES, len(self._watched) // PAGE_SIZE + 5):
+            pages += 1
             page = await self._list_page(after)
             data = page.get("data") if isinstance(page.get("data"), list) else []
             for video in data:
-                if isinstance(video, dict) and video.get("id") in wanted:
+                if isinstance(video, dict) and video.get("id") in self._watched:
                     seen[video["id"]] = self._to_status(video)
             if wanted <= seen.keys() or not page.get("has_more") or not data:
                 break
