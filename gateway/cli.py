@@ -238,6 +238,21 @@ def _when(epoch: int | None) -> str:
 
 
 LISTEN_BACKLOG = 16_384
+SOMAXCONN = Path("/proc/sys/net/core/somaxconn")
+
+
+def backlog_note(path: Path = SOMAXCONN) -> str | None:
+    """What to tell an operator when the kernel caps the listen backlog below the gateway's, else None."""
+    try:
+        cap = int(path.read_text())
+    except (OSError, ValueError):
+        return None  # not Linux, or not readable: nothing to say
+    if cap >= LISTEN_BACKLOG:
+        return None
+    return (f"the listen backlog is {cap} connections, not {LISTEN_BACKLOG}: net.core.somaxconn caps it, and a"
+            f" burst of more connects than that waits seconds for the kernel's retries; raise it with"
+            f" sysctl -w net.core.somaxconn={LISTEN_BACKLOG} net.ipv4.tcp_max_syn_backlog={LISTEN_BACKLOG}"
+            f" (README, Sizing)")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -248,6 +263,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     path = Path(args.config).resolve()
     config = load_config(path)  # fail fast, with every problem listed, before starting workers
     configure_logging(config)  # worker processes configure their own, in gateway.asgi
+    if (note := backlog_note()) is not None:
+        logging.getLogger("gateway").info(note)
     # An idle keep-alive connection is closed after 5 s; a request body that stalls is cut off by the app
     # (gateway.api.common.BODY_IDLE_TIMEOUT_S). Slow request headers are the reverse proxy's to bound.
     # A burst of connects beyond the listen backlog is reset by the kernel, so the backlog is sized for the

@@ -415,3 +415,15 @@ def test_the_compose_file_runs_two_gateways_on_shared_state():
     assert config.storage.redis == "redis://redis:6379/0" and config.storage.local_videos_dir is None
     assert config.storage.videos.startswith("s3://videos/") and config.storage.videos_endpoint == "http://store:8333"
     assert services["postgres"]["environment"]["POSTGRES_USER"] == "gateway"
+
+
+def test_serve_says_when_the_kernel_caps_its_listen_backlog(tmp_path):
+    from gateway.cli import LISTEN_BACKLOG, backlog_note
+
+    somaxconn = tmp_path / "somaxconn"
+    somaxconn.write_text("4096\n")
+    note = backlog_note(somaxconn)
+    assert note is not None and "4096" in note and f"net.core.somaxconn={LISTEN_BACKLOG}" in note
+    somaxconn.write_text(f"{LISTEN_BACKLOG}\n")
+    assert backlog_note(somaxconn) is None
+    assert backlog_note(tmp_path / "absent") is None  # not Linux: nothing to say
