@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import operator
 import sqlite3
@@ -268,10 +269,7 @@ class SQLiteDatabase:
         return await self._write(advance)
 
     def _advance(self, job_id: str, changes: dict[str, Any]) -> bool:
-        assignments = ", ".join(f"{name} = ?" for name in changes)
-        marks = ", ".join("?" for _ in ACTIVE_STATES)
-        cur = self.conn.execute(f"UPDATE jobs SET {assignments} WHERE id = ? AND status IN ({marks})",
-                                (*changes.values(), job_id, *ACTIVE_STATES))
+        cur = self.conn.execute(_advance_statement(tuple(changes)), (*changes.values(), job_id, *ACTIVE_STATES))
         return cur.rowcount > 0
 
     @contextlib.contextmanager
@@ -487,6 +485,13 @@ def _read_all(path: str, sql: str, params: list) -> list[tuple]:
         return [tuple(r) for r in conn.execute(sql, params)]
     finally:
         conn.close()
+
+
+@functools.lru_cache(maxsize=64)
+def _advance_statement(columns: tuple[str, ...]) -> str:
+    """The UPDATE of an unfinished job's `columns`: a handful of column sets, each made once."""
+    assignments = ", ".join(f"{name} = ?" for name in columns)
+    return f"UPDATE jobs SET {assignments} WHERE id = ? AND status IN ({', '.join('?' for _ in ACTIVE_STATES)})"
 
 
 def _job(row: sqlite3.Row) -> JobRecord:
