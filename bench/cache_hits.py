@@ -28,6 +28,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._common import proc_cpu_s
 from tests.support import ALPHA_KEY, base_config, free_port, to_toml
 
 BODY = {"model": "sora-2", "messages": [{"role": "user", "content": "a cached lighthouse at dusk"}]}
@@ -94,10 +95,12 @@ def wrk(url: str, body: dict | None, seconds: int, connections: int, workdir: Pa
     out = subprocess.run(taskset + ["wrk", threads, f"-c{connections}", f"-d{seconds}s", "--latency", "-s",
                                     str(script), url], capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
     p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50_ms": _ms(p50), "p99_ms": _ms(p99), "non_2xx": int(errors.group(1)) if errors else 0}
+    return {"rps": rps, "requests": requests, "p50_ms": _ms(p50), "p99_ms": _ms(p99),
+            "non_2xx": int(errors.group(1)) if errors else 0}
 
 
 def _ms(match: re.Match | None) -> float | None:
@@ -108,13 +111,15 @@ def _ms(match: re.Match | None) -> float | None:
 
 
 def run(shared: bool, seconds: int, connections: int, workers: int = 1, pin: bool = True,
-        bare: bool = True) -> dict:
+        bare: bool = True, rounds: int = 1) -> dict:
+    """The gateway and, with `bare`, the bare Starlette app up side by side; each figure measured on one and then
+    the other in turn, `rounds` times, so that both see the machine as it was in the same few seconds."""
     python = sys.executable
     cli = str(Path(python).parent / "sora-gateway")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         sim_port, gw_port, bare_port = free_port(), free_port(), free_port()
-        sim = serve([cli, "simulator", "--port", str(sim_port), "--duration", "0.2"], work / "sim.log", pin)
+        servers = [serve([cli, "simulator", "--port", str(sim_port), "--duration", "0.2"], work / "sim.log", pin)]
         raw = base_config(work, f"http://127.0.0.1:{sim_port}/v1")
         raw["server"]["public_url"] = f"http://127.0.0.1:{gw_port}"
         raw["teams"][0]["quotas"] = {"requests_per_minute": 10_000_000}  # admission runs on every hit
@@ -124,9 +129,8 @@ def run(shared: bool, seconds: int, connections: int, workers: int = 1, pin: boo
             raw["storage"]["redis"] = "redis://127.0.0.1:6379/0"
             raw["storage"]["redis_prefix"] = f"sgwbench:{os.getpid()}:{time.time_ns()}:"
         (work / "gateway.toml").write_text(to_toml(raw))
-        gateway = serve([cli, "serve", "--config", str(work / "gateway.toml"), "--port", str(gw_port),
-                         "--workers", str(workers)], work / "gateway.log", pin)
-        results: dict = {}
+        servers.append(serve([cli, "serve", "--config", str(work / "gateway.toml"), "--port", str(gw_port),
+                              "--workers", str(workers)], work / "gateway.log", pin))
         try:
             wait_ready(f"http://127.0.0.1:{sim_port}/_sim/calls")
             wait_ready(f"http://127.0.0.1:{gw_port}/healthz")
@@ -141,37 +145,61 @@ def run(shared: bool, seconds: int, connections: int, workers: int = 1, pin: boo
             (work / "body.json").write_bytes(json_body)
             (work / "body.sse").write_bytes(sse_body)
             (work / "body.video").write_bytes(video_body)
-            results["gateway"] = _measure(url, video_url, seconds, connections, work, pin, headers)
+            targets = {"gateway": (url, video_url, headers, servers[1].pid)}
+            if bare:
+                (work / "bare.py").write_text(BARE_APP)
+                servers.append(serve([python, "-c", f"import sys; sys.argv[1:] = ['{work}/body.json',"
+                                      f" '{work}/body.sse', '{work}/body.video']; exec(open('{work}/bare.py').read());"
+                                      f" import uvicorn; uvicorn.run(app, port={bare_port}, log_level='warning')"],
+                                     work / "bare.log"))
+                wait_ready(f"http://127.0.0.1:{bare_port}/")
+                targets["bare_starlette"] = (f"http://127.0.0.1:{bare_port}/v1/chat/completions",
+                                             f"http://127.0.0.1:{bare_port}/v1/videos/video_bare", {},
+                                             servers[-1].pid)
+            results = _measure(targets, seconds, connections, work, pin, rounds)
         finally:
-            gateway.terminate()
-            gateway.wait(15)
-            sim.terminate()
-        if not bare:
-            return results
-        (work / "bare.py").write_text(BARE_APP)
-        bare_server = serve([python, "-c", f"import sys; sys.argv[1:] = ['{work}/body.json', '{work}/body.sse',"
-                             f" '{work}/body.video']; exec(open('{work}/bare.py').read()); import uvicorn;"
-                             f" uvicorn.run(app, port={bare_port}, log_level='warning')"], work / "bare.log")
-        try:
-            wait_ready(f"http://127.0.0.1:{bare_port}/")
-            url = f"http://127.0.0.1:{bare_port}/v1/chat/completions"
-            video_url = f"http://127.0.0.1:{bare_port}/v1/videos/video_bare"
-            results["bare_starlette"] = _measure(url, video_url, seconds, connections, work, pin, {})
-        finally:
-            bare_server.terminate()
-            bare_server.wait(15)
-    results["ratio_to_bare"] = {kind: round(results["gateway"][kind]["rps"] / results["bare_starlette"][kind]["rps"],
-                                            3) for kind in KINDS}
+            for server in reversed(servers):
+                server.terminate()
+                server.wait(15)
+    if bare:
+        results["ratio_to_bare"] = {kind: _median(results["ratio_rounds"][kind]) for kind in KINDS}
+        # CPU per request, bare over gateway: what the throughput ratio is on a core nobody else takes time from
+        results["cpu_ratio_to_bare"] = {kind: _median(results["cpu_ratio_rounds"][kind]) for kind in KINDS}
     return results
 
 
-def _measure(url: str, video_url: str, seconds: int, connections: int, work: Path, pin: bool,
-             headers: dict) -> dict:
-    return {"json": wrk(url, BODY, seconds, connections, work, pin),
-            "stream": wrk(url, {**BODY, "stream": True}, seconds, connections, work, pin),
-            "video": wrk(video_url, None, seconds, connections, work, pin),
-            "sequential_p50_ms": _sequential_p50(url, headers),
-            "video_sequential_p50_ms": _sequential_p50(video_url, headers, method="GET")}
+def _measure(targets: dict[str, tuple[str, str, dict, int]], seconds: int, connections: int, work: Path,
+             pin: bool, rounds: int) -> dict:
+    """Each kind on every target in turn, `rounds` times; a target's figures are those of its median round.
+    Each run also reads the server process's CPU, as µs per request (one worker: the process wrk talks to)."""
+    runs: dict[str, dict[str, list[dict]]] = {name: {kind: [] for kind in KINDS} for name in targets}
+    for _ in range(rounds):
+        for kind in KINDS:
+            for name, (url, video_url, _, pid) in targets.items():
+                body = {"json": BODY, "stream": {**BODY, "stream": True}, "video": None}[kind]
+                before = proc_cpu_s(pid)
+                result = wrk(video_url if kind == "video" else url, body, seconds, connections, work, pin)
+                result["cpu_us_per_request"] = round((proc_cpu_s(pid) - before) / max(result["requests"], 1) * 1e6, 1)
+                runs[name][kind].append(result)
+    results: dict = {}
+    for name, (url, video_url, headers, _) in targets.items():
+        results[name] = {kind: sorted(runs[name][kind], key=lambda r: r["rps"])[rounds // 2] for kind in KINDS}
+        if rounds > 1:
+            results[name]["rps_rounds"] = {kind: [r["rps"] for r in runs[name][kind]] for kind in KINDS}
+        results[name]["sequential_p50_ms"] = _sequential_p50(url, headers)
+        results[name]["video_sequential_p50_ms"] = _sequential_p50(video_url, headers, method="GET")
+    if "bare_starlette" in targets:
+        pairs = {kind: list(zip(runs["gateway"][kind], runs["bare_starlette"][kind])) for kind in KINDS}
+        results["ratio_rounds"] = {kind: [round(g["rps"] / b["rps"], 3) for g, b in pairs[kind]] for kind in KINDS}
+        results["cpu_ratio_rounds"] = {kind: [round(b["cpu_us_per_request"] / g["cpu_us_per_request"], 3)
+                                              for g, b in pairs[kind]] for kind in KINDS}
+    return results
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else round((ordered[middle - 1] + ordered[middle]) / 2, 3)
 
 
 def _sequential_p50(url: str, headers: dict, count: int = 300, method: str = "POST") -> float:
@@ -197,6 +225,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure the gateway and the bare app in turn this many times; report the median")
     parser.add_argument("--shared", action="store_true", help="PostgreSQL + Redis backends (local servers)")
     parser.add_argument("--compare", action="store_true", help="embedded and shared backends, same run")
     parser.add_argument("--workers", type=int, default=0,
@@ -204,7 +234,8 @@ def main() -> None:
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is needed: apt-get install wrk")
-    report: dict = {"benchmark": "cache_hits", "seconds": args.seconds, "connections": args.connections}
+    report: dict = {"benchmark": "cache_hits", "seconds": args.seconds, "connections": args.connections,
+                    "rounds": args.rounds}
     if args.workers:
         report["scaling"] = s = scaling(args.workers, args.seconds, args.connections)
         print(json.dumps(report))
@@ -215,7 +246,7 @@ def main() -> None:
         return
     backends = ["embedded", "shared"] if args.compare else ["shared" if args.shared else "embedded"]
     for backend in backends:
-        report[backend] = run(backend == "shared", args.seconds, args.connections)
+        report[backend] = run(backend == "shared", args.seconds, args.connections, rounds=args.rounds)
     if args.compare:
         e, s = report["embedded"]["gateway"], report["shared"]["gateway"]
         report["shared_vs_embedded"] = {
@@ -230,7 +261,15 @@ def main() -> None:
               f"(bare {b['sequential_p50_ms']} ms); stream=true {g['stream']['rps']:.0f} req/s "
               f"(bare {b['stream']['rps']:.0f}, ratio {ratio['stream']}); GET /v1/videos/{{id}} "
               f"{g['video']['rps']:.0f} req/s (bare {b['video']['rps']:.0f}, ratio {ratio['video']}), "
-              f"single-request p50 {g['video_sequential_p50_ms']} ms (bare {b['video_sequential_p50_ms']} ms)")
+              f"single-request p50 {g['video_sequential_p50_ms']} ms (bare {b['video_sequential_p50_ms']} ms)"
+              + (f"; ratios are medians of {args.rounds} rounds, each the gateway then the bare app" if args.rounds > 1
+                 else ""))
+        cpu = report[backend]["cpu_ratio_to_bare"]
+        print(f"  by CPU per request (bare / gateway): stream=false {cpu['json']} ({g['json']['cpu_us_per_request']}"
+              f" against {b['json']['cpu_us_per_request']} µs), stream=true {cpu['stream']}"
+              f" ({g['stream']['cpu_us_per_request']} against {b['stream']['cpu_us_per_request']} µs), GET"
+              f" /v1/videos/{{id}} {cpu['video']} ({g['video']['cpu_us_per_request']} against"
+              f" {b['video']['cpu_us_per_request']} µs)")
     if args.compare:
         c = report["shared_vs_embedded"]
         print(f"shared backends (PostgreSQL + Redis) vs embedded: {c['rps_ratio']}x the hit throughput, "

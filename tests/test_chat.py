@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import io
 import re
+import time
 
 import av
 import httpx
 import openai
 import pytest
 
-from tests.support import ALPHA_KEY, BETA_KEY, LIMITED_KEY, failing, wait_until
+from tests.support import ALPHA_KEY, BETA_KEY, LIMITED_KEY, SIGNING_SECRET, failing, wait_until
 
 PROMPT = [{"role": "user", "content": "a red fox running through fresh snow"}]
 
@@ -255,6 +258,21 @@ def test_disconnected_client_can_retrieve_the_finished_job(gateway, simulator):
     assert_playable_mp4(sdk.videos.download_content(video_id).read())
     creates = [c for c in httpx.get(simulator.url + "/_sim/calls").json()["calls"] if c["method"] == "POST"]
     assert len(creates) == 1
+
+
+def test_links_handed_out_by_any_release_stay_valid(gateway):
+    """A link is HMAC-SHA256 of `id\nvariant\nexp` under a key derived from the signing secret, cut to 24 bytes:
+    links saved in chat histories keep working across upgrades only while that stays exactly so."""
+    completion = client(gateway).chat.completions.create(model="sora-2", messages=PROMPT)
+    video_id = completion.model_extra["video"]["id"]
+    key = hashlib.sha256(b"sora-gateway-links:" + SIGNING_SECRET.encode()).digest()
+    exp = int(time.time()) + 600
+    for variant, form in (("video", "{base}/content/{exp}.{sig}.mp4"),
+                          ("thumbnail", "{base}/content?variant=thumbnail&exp={exp}&sig={sig}")):
+        digest = hmac.digest(key, f"{video_id}\n{variant}\n{exp}".encode(), "sha256")[:24]
+        sig = base64.urlsafe_b64encode(digest).decode().rstrip("=")
+        link = form.format(base=f"{gateway.url}/v1/videos/{video_id}", exp=exp, sig=sig)
+        assert httpx.get(link).status_code == 200, variant
 
 
 def test_video_links_refuse_tampering_expiry_and_other_teams(gateway):

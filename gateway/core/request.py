@@ -178,7 +178,7 @@ def _read_messages(messages: list[Any]) -> tuple[str, str | None, str | None]:
                 guidance.append(text)
     text, image_url = _read_content(messages[user_index].get("content"), f"messages[{user_index}].content")
     prompt = person_prompt(guidance, text)
-    if not person_prompt([], text):
+    if not (person_prompt([], text) if guidance else prompt):  # the user's own words, without the guidance
         raise bad_request(f"The last {messages[user_index]['role']} message must contain a text prompt describing"
                           " the video.", param=f"messages[{user_index}].content")
     return prompt, image_url, _remixed_video(messages[:user_index])
