@@ -278,6 +278,20 @@ def test_the_redaction_filter_scrubs_message_args_extras_and_tracebacks():
         assert relay_key not in text and "sk-live" not in text and "hunter2" not in text
 
 
+def test_a_json_line_keeps_its_own_fields_and_redacts_a_repeated_text_every_time():
+    relay_key = "relay-secret-0000"
+    redacting = RedactingFilter([relay_key])
+    lines = []
+    for _ in range(2):  # the second time the text comes from the redactor's memory
+        record = logging.LogRecord("gateway.jobs", logging.INFO, __file__, 1, "job finished", None, None)
+        record.level, record.reason, record.job_id = "debug", f"upstream said no to {relay_key}", "video_" + "0" * 32
+        assert redacting.filter(record)
+        lines.append(json.loads(JSONFormatter().format(record)))
+    for line in lines:
+        assert line["level"] == "info" and line["message"] == "job finished"  # a field does not replace them
+        assert line["reason"] == "upstream said no to [redacted]" and line["job_id"] == "video_" + "0" * 32
+
+
 def test_config_secrets_cover_every_key_the_config_holds(tmp_path):
     raw = base_config(tmp_path, "http://127.0.0.1:1/v1", keys=["sk-relay-one-1", "relay-two-0000"])
     raw["server"]["admin_keys"] = [ADMIN_KEY, hash_key("sk-hashed-admin")]

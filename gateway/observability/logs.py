@@ -55,8 +55,7 @@ class RedactingFilter(logging.Filter):
         except Exception:  # noqa: BLE001 - a bad format string must not hide the record
             message = f"{record.msg} {record.args!r}"
         record.msg, record.args = self.redact(message), None
-        value = self.redact.value
-        fields = {name: value(v) for name, v in vars(record).items() if name not in _RECORD_FIELDS}
+        fields = self.redact.fields((name, v) for name, v in vars(record).items() if name not in _RECORD_FIELDS)
         vars(record).update(fields)
         record.__dict__[_FIELDS] = fields
         if record.exc_info and not record.exc_text:
@@ -78,8 +77,12 @@ class JSONFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for name, value in extra_fields(record).items():
-            entry.setdefault(name, value)
+        fields = extra_fields(record)
+        if fields.keys().isdisjoint(entry):
+            entry.update(fields)
+        else:  # a field named like one of the four above does not replace it
+            for name, value in fields.items():
+                entry.setdefault(name, value)
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
