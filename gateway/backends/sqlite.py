@@ -17,7 +17,7 @@ import logging
 import operator
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -111,9 +111,9 @@ class SQLiteDatabase:
         self._ledger_writer: GroupCommit[LedgerRow] = GroupCommit(self._ledger_insert_many)
         self._job_writer: GroupCommit[tuple[JobRecord, LedgerRow | None]] = GroupCommit(
             self._insert_jobs, item_errors=(sqlite3.IntegrityError,))
-        self._advances: GroupCommit[tuple[str, dict[str, Any]]] = GroupCommit(self._advance_many)
+        self._advances: GroupCommit[tuple[str, dict[str, Any]]] = GroupCommit(self._each(self._advance))
         self._finishes: GroupCommit[tuple[str, dict[str, Any], str, float, tuple[WebhookEvent, ...]]] = (
-            GroupCommit(self._finish_many))
+            GroupCommit(self._each(self._finish)))
         self._checkpointed = self.conn.total_changes
         self._checkpoint: asyncio.Task | None = None
         self._checkpointer: sqlite3.Connection | None = None
@@ -196,14 +196,6 @@ class SQLiteDatabase:
         """
         return await self._finishes.write((job_id, changes, outcome, cost_usd, events))
 
-    async def _finish_many(self, jobs: list[tuple[str, dict[str, Any], str, float, tuple[WebhookEvent, ...]]]
-                           ) -> list[bool]:
-        def finish() -> list[bool]:
-            with self._transaction():
-                return [self._finish(*job) for job in jobs]
-
-        return await self._write(finish)
-
     def _finish(self, job_id: str, changes: dict[str, Any], outcome: str, cost_usd: float,
                 events: tuple[WebhookEvent, ...]) -> bool:
         if not self._advance(job_id, changes):
@@ -261,12 +253,16 @@ class SQLiteDatabase:
         poll reports many at once) share one transaction."""
         return await self._advances.write((job_id, changes))
 
-    async def _advance_many(self, jobs: list[tuple[str, dict[str, Any]]]) -> list[bool]:
-        def advance() -> list[bool]:
-            with self._transaction():
-                return [self._advance(job_id, changes) for job_id, changes in jobs]
+    def _each(self, write_one: Callable[..., bool]) -> Callable[[list[tuple]], Awaitable[list[bool]]]:
+        """A group commit's batch writer: `write_one(*item)` for every item, all in one transaction."""
+        async def write_many(items: list[tuple]) -> list[bool]:
+            def work() -> list[bool]:
+                with self._transaction():
+                    return [write_one(*item) for item in items]
 
-        return await self._write(advance)
+            return await self._write(work)
+
+        return write_many
 
     def _advance(self, job_id: str, changes: dict[str, Any]) -> bool:
         cur = self.conn.execute(_advance_statement(tuple(changes)), (*changes.values(), job_id, *ACTIVE_STATES))
