@@ -116,20 +116,15 @@ async def _stream(gw, record: JobRecord, handle: JobHandle | None, fmt: StreamFo
             continue
         video = video_status(record, gw.signer, expires)
         if record.status == "completed":
-            end = [writer.chunk({"content": fmt.ready(video["url"])}, video), writer.chunk({}, video, "stop")]
-            if options.include_usage:
-                end.append(writer.usage_chunk(usage(record, record.price), video))
-            yield Last(b"".join([*end, DONE]))
+            yield _closing(writer, video, fmt.ready(video["url"]), "stop",
+                           usage(record, record.price) if options.include_usage else None)
             return
         if record.status == "failed":
             if record.refused:
-                end = [writer.chunk({"content": fmt.refused(record.error_message or "content policy")}, video),
-                       writer.chunk({}, video, "content_filter")]
-                if options.include_usage:
-                    end.append(writer.usage_chunk(usage(record, 0.0), video))
+                yield _closing(writer, video, fmt.refused(record.error_message or "content policy"),
+                               "content_filter", usage(record, 0.0) if options.include_usage else None)
             else:
-                end = [error_event(_failure(record))]
-            yield Last(b"".join([*end, DONE]))
+                yield Last(error_event(_failure(record)) + DONE)
             return
         text = lines.line(record.status, record.progress, record.progress_estimated, record.queue_position)
         shown = tuple(video.values())
@@ -137,6 +132,14 @@ async def _stream(gw, record: JobRecord, handle: JobHandle | None, fmt: StreamFo
             sent = shown
             yield writer.chunk({fmt.status_field: text} if text is not None else {}, video)
         del video  # not kept while the stream waits for the next change
+
+
+def _closing(writer: ChunkWriter, video: dict, content: str, finish_reason: str, usage_: dict | None) -> Last:
+    """A stream's last events: its final words, the finish reason, the usage when asked for, and [DONE]."""
+    end = [writer.chunk({"content": content}, video), writer.chunk({}, video, finish_reason)]
+    if usage_ is not None:
+        end.append(writer.usage_chunk(usage_, video))
+    return Last(b"".join([*end, DONE]))
 
 
 def restarting_message(video_id: str) -> str:
