@@ -11,7 +11,7 @@ import datetime as dt
 import logging
 import os
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import IO, Any
 
 import orjson
@@ -27,19 +27,20 @@ HANDLER_NAME = "sora-gateway"
 __all__ = ["REDACTED", "JSONFormatter", "RedactingFilter", "Redactor", "TextFormatter", "config_secrets",
            "configure_logging", "extra_fields"]
 
-_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
-    "message", "asctime", "color_message"}  # uvicorn adds a copy of its message with terminal colours
-_CHATTY_LOGGERS = ("httpx", "httpcore")  # one line per upstream call at info level: shown at debug only
-
-
 _FIELDS = "_sgw_fields"  # the redacted `extra=` fields, kept on the record by the filter for the formatter
-_RECORD_FIELDS |= {_FIELDS}
+_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message", "asctime", "color_message", _FIELDS}  # uvicorn adds a copy of its message with terminal colours
+_CHATTY_LOGGERS = ("httpx", "httpcore")  # one line per upstream call at info level: shown at debug only
 
 
 def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
     """The `extra=` fields of a record (redacted, once it passed the filter)."""
     fields = record.__dict__.get(_FIELDS)
-    return fields if fields is not None else {k: v for k, v in vars(record).items() if k not in _RECORD_FIELDS}
+    return fields if fields is not None else dict(_extras(record))
+
+
+def _extras(record: logging.LogRecord) -> Iterator[tuple[str, Any]]:
+    return ((name, value) for name, value in vars(record).items() if name not in _RECORD_FIELDS)
 
 
 class RedactingFilter(logging.Filter):
@@ -55,7 +56,7 @@ class RedactingFilter(logging.Filter):
         except Exception:  # noqa: BLE001 - a bad format string must not hide the record
             message = f"{record.msg} {record.args!r}"
         record.msg, record.args = self.redact(message), None
-        fields = self.redact.fields((name, v) for name, v in vars(record).items() if name not in _RECORD_FIELDS)
+        fields = self.redact.fields(_extras(record))
         vars(record).update(fields)
         record.__dict__[_FIELDS] = fields
         if record.exc_info and not record.exc_text:
