@@ -11,17 +11,20 @@ from gateway.core.cache import cache_key
 from gateway.core.request import VideoRequest
 from tests.support import ADMIN_KEY, build_config, finished_video, running_video_id, upstream_table, wait_until
 from tests.test_chat import assert_playable_mp4
-from tests.test_instances import REDIS, cluster, sdk, services_up, shared_storage  # noqa: F401 - fixtures
+from tests.test_instances import (  # noqa: F401 - fixtures
+    REDIS,
+    cluster,
+    sdk,
+    services_up,
+    shared_storage,
+    usage_total,
+)
 
 ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
 
 
 def upstream(simulator, **settings) -> dict:
     return upstream_table(simulator.url + "/v1", **settings)
-
-
-def usage_total(url: str) -> dict:
-    return sdk(url).get("/usage", cast_to=httpx.Response).json()["total"]
 
 
 def in_flight(url: str) -> list[int]:

@@ -133,6 +133,10 @@ def sdk(url: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=url + "/v1", api_key=ALPHA_KEY, max_retries=0)
 
 
+def usage_total(url: str) -> dict:
+    return sdk(url).get("/usage", cast_to=httpx.Response).json()["total"]
+
+
 def test_concurrent_jobs_quota_is_exact_across_two_instances(start_simulator, cluster):
     simulator = start_simulator(duration_s=30)
     c = cluster(simulator, teams=[{"name": "alpha", "keys": [hash_key(ALPHA_KEY)], "quotas": {"concurrent_jobs": 2}}])
@@ -257,9 +261,8 @@ def test_a_running_video_deleted_through_the_other_instance_keeps_nothing_and_is
     a, b = c.start(), c.start()
     running = sdk(a).videos.create(model="sora-2", prompt="made on a, deleted on b while it runs")
     assert sdk(b).videos.delete(running.id).deleted is True
-    usage = lambda: sdk(b).get("/usage", cast_to=httpx.Response).json()["total"]  # noqa: E731
-    wait_until(lambda: usage()["videos"] == 1, timeout=30)  # a finished it: the upstream charged for it
-    assert usage()["cost_usd"] == 0.4
+    wait_until(lambda: usage_total(b)["videos"] == 1, timeout=30)  # a finished it: the upstream charged for it
+    assert usage_total(b)["cost_usd"] == 0.4
     assert s3.keys() == []  # a learnt of the delete from the database and kept nothing
     with pytest.raises(openai.NotFoundError):
         sdk(a).videos.retrieve(running.id)
