@@ -113,12 +113,18 @@ def proc_status(pid: int) -> dict[str, int]:
 
 def proc_cpu_s(pid: int) -> float:
     """User plus system CPU seconds a process has used."""
+    user, system = proc_cpu_split_s(pid)
+    return user + system
+
+
+def proc_cpu_split_s(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds a process has used, apart: the system part is the kernel's work for it."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rpartition(")")[2].split()
     except OSError:  # the process is gone
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+        return float("nan"), float("nan")
+    return int(fields[11]) / _CLK_TCK, int(fields[12]) / _CLK_TCK
 
 
 def proc_fds(pid: int) -> int:

@@ -39,6 +39,7 @@ from bench._common import (
     ms,
     percentile,
     proc_cpu_s,
+    proc_cpu_split_s,
     proc_fds,
     proc_status,
     raise_fd_limit,
@@ -402,10 +403,12 @@ async def run(args: argparse.Namespace, data: Path, children: list[Child], repor
         baseline = await gateway_histograms(gw_port)
         before = proc_status(gateway.pid)
         cpu_before = cpu_snapshot(pids)
+        split_before = proc_cpu_split_s(gateway.pid)
         stream_monitor = Monitor(pids, [Exchange() for _ in range(args.n)], "gateway", args.quiet)
         total = await burst(args.n, stream, deadline, stream_monitor, args.ramp)
         after = proc_status(gateway.pid)
         cpu_after = cpu_snapshot(pids)
+        split_after = proc_cpu_split_s(gateway.pid)
         gateway_cpu_s = cpu_after["gateway"] - cpu_before["gateway"]
         peak_kb = max(after.get("VmHWM", 0), stream_monitor.max_hwm_kb)
         streams = summarize_streams(stream_monitor.results)
@@ -424,6 +427,9 @@ async def run(args: argparse.Namespace, data: Path, children: list[Child], repor
             "max_open_fds": stream_monitor.max_fds,
             "cpu_s": cpu_delta(cpu_before, cpu_after),
             "gateway_cpu_ms_per_stream": round(gateway_cpu_s * 1000 / args.n, 2),
+            # of which the kernel's work for the gateway (sockets, files, fsync) and the gateway's own code
+            "gateway_system_ms_per_stream": round((split_after[1] - split_before[1]) * 1000 / args.n, 2),
+            "gateway_user_ms_per_stream": round((split_after[0] - split_before[0]) * 1000 / args.n, 2),
             "cpu": stream_monitor.cpu_summary(),
             **inside,
         }
@@ -457,7 +463,9 @@ def readable(report: dict) -> str:
         f"{g['event_loop_lag_s']['p99_le']} s) "
         f"(direct simulator TTFB p50 {d['ttfb_ms']['p50']} ms p99 {d['ttfb_ms']['p99']} ms: "
         f"x{r['first_chunk_vs_direct_ttfb_p50']} / x{r['first_chunk_vs_direct_ttfb_p99']}), "
-        f"total {g['total_s']} s, gateway peak RSS {g['peak_rss_mb']} MB "
+        f"total {g['total_s']} s, gateway CPU {g['gateway_cpu_ms_per_stream']} ms/stream "
+        f"({g['gateway_user_ms_per_stream']} user + {g['gateway_system_ms_per_stream']} system), "
+        f"gateway peak RSS {g['peak_rss_mb']} MB "
         f"(+{g['peak_rss_growth_kb_per_stream']} kB/stream), "
         f"upstream per job: {u['creates_per_job']} create, "
         f"{u['polls_per_job']} polls, {u['list_polls_per_job']} list polls, "
@@ -481,6 +489,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=10, help="streams and direct calls before measuring")
     parser.add_argument("--client", choices=["raw", "httpx"], default="raw",
                         help="raw: lean asyncio HTTP/1.1 client (default); httpx: one httpx.AsyncClient")
+    parser.add_argument("--data-dir", default=None,
+                        help="make the run's data directory (database, videos) in this folder (default: the system's"
+                             " temporary folder); the file system under it is part of what is measured")
     parser.add_argument("--keep", action="store_true", help="keep the data directory and logs")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = parser.parse_args(argv)
@@ -498,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
-    data = Path(tempfile.mkdtemp(prefix="bench-streams-"))
+    data = Path(tempfile.mkdtemp(prefix="bench-streams-", dir=args.data_dir))
     children: list[Child] = []
     report: dict = {"benchmark": "streams", "n": args.n, "duration_s": args.duration,
                     "poll_interval_s": args.poll_interval, "ping_interval_s": args.ping_interval,
