@@ -5,6 +5,7 @@ The two-instance faults (leases, key slots, flights across processes) are in tes
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
 import time
@@ -289,6 +290,33 @@ async def test_a_large_file_is_written_as_it_arrives_and_a_broken_one_leaves_not
     assert not store.local_path(video_id, "thumbnail").exists()
     assert not list(tmp_path.rglob("*.part"))
     assert store.local_path(video_id, "video").read_bytes() == part * 12  # the finished one is untouched
+
+
+async def test_a_writer_cancelled_while_its_file_is_made_or_synced_leaves_no_file_and_no_descriptor(tmp_path):
+    """Files are made and synced in a worker thread; a job deleted or a gateway stopping meanwhile cancels the
+    writer, and what the thread made is still closed and removed."""
+    store = LocalVideoStore(tmp_path)
+    open_fds = len(os.listdir("/proc/self/fd"))
+    written = asyncio.Event()
+
+    async def chunks():
+        yield b"x" * 1000
+        written.set()
+
+    making = asyncio.create_task(store.save("video_" + "ab" * 16, "video", chunks()))
+    await asyncio.sleep(0)  # one loop turn: the writer now waits for the thread that makes its file
+    making.cancel()
+    syncing = asyncio.create_task(store.save("video_" + "ba" * 16, "video", chunks()))
+    await written.wait()  # the bytes are written: the writer now waits for the sync, close and rename
+    syncing.cancel()
+    for task in (making, syncing):
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    # a later file goes through the same two worker-thread calls, after those of the cancelled writers
+    assert await store.save("video_" + "cc" * 16, "video", chunks()) == 1000
+    assert not list(tmp_path.rglob("*.part"))
+    assert not store.local_path("video_" + "ab" * 16).exists()
+    assert len(os.listdir("/proc/self/fd")) == open_fds
 
 
 def test_a_locked_database_does_not_stall_the_gateway(gateway, tmp_path):

@@ -27,11 +27,16 @@ class GroupCommit(Generic[T]):
 
     async def write(self, item: T) -> Any:
         """Write `item` with the others of this turn; returns its answer from `write_many` (or None)."""
+        return await self.submit(item)
+
+    def submit(self, item: T) -> asyncio.Future[Any]:
+        """`write` for a caller that must know what became of the item even if it stops waiting: the future
+        of its answer, which the batch settles whether or not anyone still awaits it."""
         future = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
         if self._flushing is None:
             self._flushing = asyncio.create_task(self._flush())
-        return await future
+        return future
 
     async def _flush(self) -> None:
         await asyncio.sleep(0)  # let the other requests of this turn join the batch

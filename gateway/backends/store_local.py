@@ -7,8 +7,9 @@ import hashlib
 import itertools
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 from gateway.backends.group_commit import GroupCommit
 from gateway.core.store import MEDIA_TYPES, VARIANTS, StoredFile
@@ -27,10 +28,12 @@ class LocalVideoStore:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.location = self.root.resolve().as_uri()
-        # Only the sync waits for the disk, so only it leaves the event loop, and the files finished in one
-        # loop turn are synced by one worker-thread call: handing work to a thread and back costs more CPU
-        # than writing a short file.
-        self._syncs: GroupCommit[int] = GroupCommit(_sync_all)
+        # Creating, syncing, closing and renaming a file can each wait on the file system (a network mount, a
+        # full inode table), so they leave the event loop; the files begun or finished in one loop turn are
+        # made, and then synced and put in place, by one worker-thread call each, since handing work to a
+        # thread and back costs more CPU than the file calls. Only the writes, into the page cache, stay.
+        self._creates: GroupCommit[Path] = GroupCommit(_create_all)
+        self._finishes: GroupCommit[_Finish] = GroupCommit(_finish_all)
 
     def local_path(self, video_id: str, variant: str = "video") -> Path:
         return self.root / video_id[-2:] / f"{video_id}{VARIANTS[variant]}"
@@ -60,26 +63,21 @@ class LocalVideoStore:
         final = self.local_path(video_id, variant)
         # A name of its own: two writers of the same file (spritesheets fetched on demand) never interleave.
         temp = final.with_name(f"{final.name}.{_TEMP_PREFIX}{next(_temp_numbers)}.part")
-        fd = _create(temp)
-        size = 0
-        done = False
         try:
-            async for chunk in chunks:
-                _write_all(fd, chunk)
-                size += len(chunk)
-            error = await self._syncs.write(fd)
-            if error is not None:
-                raise error
-            os.close(fd)
-            fd = None
-            os.replace(temp, final)
-            done = True
-        finally:
-            if fd is not None:
+            fd = await _owned(self._creates.submit(temp), _discarding(temp))
+            size = 0
+            try:
+                async for chunk in chunks:
+                    _write_all(fd, chunk)
+                    size += len(chunk)
+            except BaseException:
                 os.close(fd)
-            if not done:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(temp)
+                _remove(temp)
+                raise
+            # From here the worker thread owns the descriptor: it syncs, closes and renames (or removes) it.
+            finish = _Finish(fd, temp, final)
+            await _owned(self._finishes.submit(finish), finish.abandon)
+        finally:
             close = getattr(chunks, "aclose", None)
             if close is not None:
                 await close()
@@ -115,16 +113,76 @@ def _create(path: Path) -> int:
         return os.open(path, flags, 0o666)
 
 
-async def _sync_all(fds: list[int]) -> list[OSError | None]:
-    return await asyncio.to_thread(lambda: [_sync(fd) for fd in fds])
-
-
-def _sync(fd: int) -> OSError | None:
+def _create_one(path: Path) -> int | OSError:
     try:
-        os.fsync(fd)
+        return _create(path)
     except OSError as exc:
         return exc
-    return None
+
+
+async def _create_all(paths: list[Path]) -> list[int | OSError]:
+    return await asyncio.to_thread(lambda: [_create_one(path) for path in paths])
+
+
+class _Finish:
+    """A written file to sync, close and put in place; `wanted` goes false if its writer stops waiting."""
+
+    __slots__ = ("fd", "final", "temp", "wanted")
+
+    def __init__(self, fd: int, temp: Path, final: Path) -> None:
+        self.fd, self.temp, self.final = fd, temp, final
+        self.wanted = True
+
+    def run(self) -> OSError | None:
+        try:
+            try:
+                os.fsync(self.fd)
+            finally:
+                os.close(self.fd)
+            if self.wanted:
+                os.replace(self.temp, self.final)
+                return None
+        except OSError as exc:
+            _remove(self.temp)
+            return exc
+        _remove(self.temp)  # nobody waits for it any more
+        return None
+
+    def abandon(self, _: asyncio.Future) -> None:
+        self.wanted = False  # if the thread is past the check, the file is in place, whole and synced
+
+
+async def _finish_all(finishes: list[_Finish]) -> list[OSError | None]:
+    return await asyncio.to_thread(lambda: [finish.run() for finish in finishes])
+
+
+async def _owned(future: asyncio.Future, on_abandon: Callable[[asyncio.Future], None]) -> Any:
+    """The answer of a worker-thread call, an OSError answer raised. A caller cancelled meanwhile leaves the
+    call to finish and what it made to `on_abandon`: a descriptor must be neither dropped open nor closed
+    while the thread still uses it."""
+    try:
+        answer = await asyncio.shield(future)
+    except asyncio.CancelledError:
+        on_abandon(future)
+        raise
+    if isinstance(answer, OSError):
+        raise answer
+    return answer
+
+
+def _discarding(temp: Path) -> Callable[[asyncio.Future], None]:
+    """For a file made for a writer that has gone: closed and removed once the thread has made it."""
+    def discard(done: asyncio.Future) -> None:
+        if not done.cancelled() and done.exception() is None and isinstance(fd := done.result(), int):
+            os.close(fd)
+            _remove(temp)
+
+    return lambda future: future.add_done_callback(discard)
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 def _write_all(fd: int, data: bytes) -> None:
