@@ -28,11 +28,10 @@ class LocalVideoStore:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.location = self.root.resolve().as_uri()
-        # Creating, syncing, closing and renaming a file can each wait on the file system (a network mount, a
-        # full inode table), so they leave the event loop; the files begun or finished in one loop turn are
-        # made, and then synced and put in place, by one worker-thread call each, since handing work to a
-        # thread and back costs more CPU than the file calls. Only the writes, into the page cache, stay.
-        self._creates: GroupCommit[Path] = GroupCommit(_create_all)
+        # Syncing, closing and renaming a file wait for the disk (or, on a network mount, the server), so they
+        # leave the event loop, and the files finished in one loop turn go to one worker-thread call. Making the
+        # file and writing it into the page cache stay: a second hand-off per file cost more CPU than it saved
+        # (bench/README.md).
         self._finishes: GroupCommit[_Finish] = GroupCommit(_finish_all)
 
     def local_path(self, video_id: str, variant: str = "video") -> Path:
@@ -64,7 +63,7 @@ class LocalVideoStore:
         # A name of its own: two writers of the same file (spritesheets fetched on demand) never interleave.
         temp = final.with_name(f"{final.name}.{_TEMP_PREFIX}{next(_temp_numbers)}.part")
         try:
-            fd = await _owned(self._creates.submit(temp), _discarding(temp))
+            fd = _create(temp)
             size = 0
             try:
                 async for chunk in chunks:
@@ -113,17 +112,6 @@ def _create(path: Path) -> int:
         return os.open(path, flags, 0o666)
 
 
-def _create_one(path: Path) -> int | OSError:
-    try:
-        return _create(path)
-    except OSError as exc:
-        return exc
-
-
-async def _create_all(paths: list[Path]) -> list[int | OSError]:
-    return await asyncio.to_thread(lambda: [_create_one(path) for path in paths])
-
-
 class _Finish:
     """A written file to sync, close and put in place; `wanted` goes false if its writer stops waiting."""
 
@@ -158,8 +146,7 @@ async def _finish_all(finishes: list[_Finish]) -> list[OSError | None]:
 
 async def _owned(future: asyncio.Future, on_abandon: Callable[[asyncio.Future], None]) -> Any:
     """The answer of a worker-thread call, an OSError answer raised. A caller cancelled meanwhile leaves the
-    call to finish and what it made to `on_abandon`: a descriptor must be neither dropped open nor closed
-    while the thread still uses it."""
+    call to finish and tells `on_abandon`: the descriptor must not be closed while the thread still uses it."""
     try:
         answer = await asyncio.shield(future)
     except asyncio.CancelledError:
@@ -168,16 +155,6 @@ async def _owned(future: asyncio.Future, on_abandon: Callable[[asyncio.Future], 
     if isinstance(answer, OSError):
         raise answer
     return answer
-
-
-def _discarding(temp: Path) -> Callable[[asyncio.Future], None]:
-    """For a file made for a writer that has gone: closed and removed once the thread has made it."""
-    def discard(done: asyncio.Future) -> None:
-        if not done.cancelled() and done.exception() is None and isinstance(fd := done.result(), int):
-            os.close(fd)
-            _remove(temp)
-
-    return lambda future: future.add_done_callback(discard)
 
 
 def _remove(path: Path) -> None:
