@@ -7,9 +7,8 @@ import hashlib
 import itertools
 import os
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 from gateway.backends.group_commit import GroupCommit
 from gateway.core.store import MEDIA_TYPES, VARIANTS, StoredFile
@@ -75,7 +74,13 @@ class LocalVideoStore:
                 raise
             # From here the worker thread owns the descriptor: it syncs, closes and renames (or removes) it.
             finish = _Finish(fd, temp, final)
-            await _owned(self._finishes.submit(finish), finish.abandon)
+            try:
+                error = await asyncio.shield(self._finishes.submit(finish))
+            except asyncio.CancelledError:
+                finish.wanted = False  # if the thread is past its check, the file is in place, whole and synced
+                raise
+            if error is not None:
+                raise error
         finally:
             close = getattr(chunks, "aclose", None)
             if close is not None:
@@ -136,25 +141,9 @@ class _Finish:
         _remove(self.temp)  # nobody waits for it any more
         return None
 
-    def abandon(self, _: asyncio.Future) -> None:
-        self.wanted = False  # if the thread is past the check, the file is in place, whole and synced
-
 
 async def _finish_all(finishes: list[_Finish]) -> list[OSError | None]:
     return await asyncio.to_thread(lambda: [finish.run() for finish in finishes])
-
-
-async def _owned(future: asyncio.Future, on_abandon: Callable[[asyncio.Future], None]) -> Any:
-    """The answer of a worker-thread call, an OSError answer raised. A caller cancelled meanwhile leaves the
-    call to finish and tells `on_abandon`: the descriptor must not be closed while the thread still uses it."""
-    try:
-        answer = await asyncio.shield(future)
-    except asyncio.CancelledError:
-        on_abandon(future)
-        raise
-    if isinstance(answer, OSError):
-        raise answer
-    return answer
 
 
 def _remove(path: Path) -> None:
