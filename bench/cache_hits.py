@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -197,9 +198,7 @@ def _measure(targets: dict[str, tuple[str, str, dict, int]], seconds: int, conne
 
 
 def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else round((ordered[middle - 1] + ordered[middle]) / 2, 3)
+    return round(statistics.median(values), 3)
 
 
 def _sequential_p50(url: str, headers: dict, count: int = 300, method: str = "POST") -> float:

@@ -409,7 +409,7 @@ async def run(args: argparse.Namespace, data: Path, children: list[Child], repor
         after = proc_status(gateway.pid)
         cpu_after = cpu_snapshot(pids)
         split_after = proc_cpu_split_s(gateway.pid)
-        gateway_cpu_s = cpu_after["gateway"] - cpu_before["gateway"]
+        gateway_cpu_s = sum(split_after) - sum(split_before)  # one reading: user + system add up to it
         peak_kb = max(after.get("VmHWM", 0), stream_monitor.max_hwm_kb)
         streams = summarize_streams(stream_monitor.results)
         ok = streams["outcomes"].get("ok", 0)
